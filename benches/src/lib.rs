@@ -1,0 +1,81 @@
+//! Shared set-up for the benchmarks: directories of a given size on our RocksDB backend
+//! and on akd's in-memory backend, filled with the same deterministic sample traffic.
+
+use akd::storage::StorageManager;
+use akd::storage::memory::AsyncInMemoryDatabase;
+use akd::{AzksParallelismConfig, Directory};
+use kt_directory::storage::{RocksStorage, StorageConfig};
+use kt_directory::vrf::VrfSecret;
+use kt_directory::{KtConfig, KtDirectory, open_directory, sample};
+use std::path::Path;
+
+/// The in-memory directory benchmarks compare against.
+pub type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
+
+/// Seed of all benchmark traffic.
+pub const SEED: u64 = 2026;
+/// Entries are loaded in batches of this size.
+pub const LOAD_BATCH: usize = 20_000;
+
+/// A fixed VRF key: benchmarks must be reproducible.
+pub fn vrf() -> VrfSecret {
+    VrfSecret::from_bytes([0x42; 32])
+}
+
+/// Reads a size from the environment, e.g. `KT_BENCH_ENTRIES=1000000`.
+pub fn env_size(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Opens a RocksDB directory at `path` (default tunables).
+pub async fn rocks(path: &Path) -> KtDirectory {
+    let path = path.to_path_buf();
+    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &StorageConfig::default()))
+        .await
+        .expect("join")
+        .expect("open rocksdb");
+    open_directory(storage, vrf()).await.expect("open directory")
+}
+
+/// A fresh in-memory directory, with akd's cache as the RocksDB one has.
+pub async fn memory() -> MemDirectory {
+    Directory::new(
+        StorageManager::new(AsyncInMemoryDatabase::new(), None, None, None),
+        vrf(),
+        AzksParallelismConfig::default(),
+    )
+    .await
+    .expect("in-memory directory")
+}
+
+/// The label of entry `i` of the loaded population (distinct from sample traffic labels).
+fn load_label(i: u64) -> akd::AkdLabel {
+    akd::AkdLabel::from(format!("load-{i}").as_str())
+}
+
+/// Epoch `epoch`'s load batch: entries `[start, start + len)` with their first value.
+pub fn load_batch(start: u64, len: u64) -> Vec<(akd::AkdLabel, akd::AkdValue)> {
+    (start..start + len)
+        .map(|i| {
+            let l = load_label(i);
+            let v = sample::value(SEED, 0, &l);
+            (l, v)
+        })
+        .collect()
+}
+
+/// `count` updates to existing loaded entries (key rotations), for epoch `epoch`.
+pub fn rotation_batch(epoch: u64, count: usize, population: u64) -> Vec<(akd::AkdLabel, akd::AkdValue)> {
+    sample::updates(SEED, epoch, count, population)
+        .into_iter()
+        .map(|(l, _)| {
+            // Map the sample label's index space onto the loaded entries.
+            let idx = u64::from_be_bytes(blake3::hash(&l.0).as_bytes()[..8].try_into().expect("8 bytes")) % population;
+            let label = load_label(idx);
+            let value = sample::value(SEED, epoch, &label);
+            (label, value)
+        })
+        .collect::<std::collections::HashMap<_, _>>()
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,39 @@
+//! The column families of the directory's RocksDB, as a type rather than string literals.
+
+use std::fmt;
+
+/// One RocksDB column family. Every key layout is documented on its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// Small singleton rows: the akd `Azks` record (key `azks`) and the on-disk
+    /// schema version (key `schema`).
+    Meta,
+    /// akd `TreeNodeWithPreviousValue` records, keyed `label_len (u32 BE) || label_val (32 B)`:
+    /// akd's own binary id without its type byte. Point reads only (bloom filtered):
+    /// lookups probe hundreds of absent nodes each.
+    TreeNodes,
+    /// akd `ValueState` records, keyed `len(user) (u32 BE) || user || epoch (u64 BE)`, so
+    /// one user's states are contiguous and sorted by epoch: the per-user queries of
+    /// `get_user_state` are a seek, not a scan of the whole table.
+    ValueStates,
+}
+
+impl Cf {
+    /// Every column family, in the order they are opened.
+    pub const ALL: [Cf; 3] = [Cf::Meta, Cf::TreeNodes, Cf::ValueStates];
+
+    /// The name RocksDB stores for this column family. Never change one: it is on disk.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::TreeNodes => "tree_nodes",
+            Cf::ValueStates => "value_states",
+        }
+    }
+}
+
+impl fmt::Display for Cf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,108 @@
+//! Errors of the RocksDB storage layer.
+
+use super::cf::Cf;
+use std::path::PathBuf;
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record ended before a field it announced.
+    #[error("truncated: needed {needed} more bytes for {field}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// How many bytes were missing.
+        needed: usize,
+    },
+    /// A field held a value this format never writes.
+    #[error("invalid {field}: {detail}")]
+    Invalid {
+        /// The field being read.
+        field: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// Bytes were left over after the last field.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    /// The record was written by a format version this build does not know.
+    #[error("unknown record format version {0}")]
+    Version(u8),
+}
+
+/// Errors of [`super::RocksStorage`]. akd sees them as `akd::errors::StorageError`
+/// (a string); our own callers keep the typed source.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB refused to open the database.
+    #[error("cannot open RocksDB at {path}: {source}")]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// RocksDB's reason.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A RocksDB read or write failed.
+    #[error("RocksDB {op} failed on column family {cf}: {source}")]
+    Rocks {
+        /// Where.
+        cf: Cf,
+        /// Which operation (`get`, `multi_get`, `write`, `iterate`).
+        op: &'static str,
+        /// RocksDB's reason.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A stored record failed to decode: bad on-disk data, never a panic.
+    #[error("corrupt record in column family {cf} at key {key_hex}: {source}")]
+    Corrupt {
+        /// Where.
+        cf: Cf,
+        /// The record's key, hex.
+        key_hex: String,
+        /// What was wrong.
+        #[source]
+        source: DecodeError,
+    },
+    /// akd handed us a storage key this layout cannot represent.
+    #[error("unsupported storage key: {0}")]
+    BadKey(String),
+    /// An earlier write failed: the state on disk is whatever RocksDB recovered, and
+    /// guessing on from memory could diverge from it. Restart to re-read the disk.
+    #[error("an earlier write to RocksDB failed; refusing further writes until restart")]
+    WritesFenced,
+    /// The database was written by a different on-disk schema.
+    #[error("data directory has storage schema {found}, this build reads schema {expected}")]
+    Schema {
+        /// What the disk says.
+        found: String,
+        /// What this build writes.
+        expected: u32,
+    },
+    /// The blocking task running the RocksDB call died.
+    #[error("storage task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StorageError {
+    pub(crate) fn corrupt(cf: Cf, key: &[u8], source: DecodeError) -> Self {
+        StorageError::Corrupt {
+            cf,
+            key_hex: hex::encode(key),
+            source,
+        }
+    }
+}
+
+impl From<StorageError> for akd::errors::StorageError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Open { .. } | StorageError::Task(_) => akd::errors::StorageError::Connection(e.to_string()),
+            StorageError::Rocks { op: "write", .. } | StorageError::WritesFenced => {
+                akd::errors::StorageError::Transaction(e.to_string())
+            }
+            _ => akd::errors::StorageError::Other(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! akd's [`Database`] on RocksDB.
+//!
+//! One column family per record kind ([`Cf`]), our own compact value encoding
+//! ([`codec`]), a per-user key layout so every `ValueStateRetrievalFlag` is a seek,
+//! and one synced `WriteBatch` per akd transaction commit, so an epoch lands whole or
+//! not at all. Every RocksDB call runs on tokio's blocking pool, off the async workers.
+
+pub mod cf;
+pub mod codec;
+pub mod config;
+pub mod error;
+
+pub use cf::Cf;
+pub use config::StorageConfig;
+pub use error::{DecodeError, StorageError};
+
+use akd::errors::StorageError as AkdStorageError;
+use akd::storage::types::{DbRecord, KeyData, StorageType, ValueState, ValueStateKey, ValueStateRetrievalFlag};
+use akd::storage::{Database, DbSetState, Storable};
+use akd::tree_node::TreeNodeWithPreviousValue;
+use akd::{AkdLabel, AkdValue, Azks};
+use async_trait::async_trait;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Key of the akd `Azks` row in [`Cf::Meta`].
+const AZKS_KEY: &[u8] = b"azks";
+/// Key of the storage schema version in [`Cf::Meta`].
+const SCHEMA_KEY: &[u8] = b"schema";
+/// The on-disk layout this build reads and writes (column families, keys, codec).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
+#[derive(Clone, Debug)]
+pub struct RocksStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The open database; all column families of [`Cf::ALL`] exist in it.
+    db: DB,
+    /// Where it lives, for error messages and reopening.
+    path: PathBuf,
+    /// Whether writes fsync the WAL (see [`StorageConfig::sync_writes`]).
+    sync_writes: bool,
+    /// Set after any failed write: akd's in-memory view may now disagree with the disk,
+    /// so further writes are refused until a restart re-reads it.
+    fenced: AtomicBool,
+}
+
+/// A raw `(key, value)` pair read from RocksDB.
+type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// A storage key of one of akd's record kinds, in our layout.
+enum Key {
+    Azks,
+    Node([u8; codec::NODE_KEY_LEN]),
+    State { user: Vec<u8>, epoch: u64 },
+}
+
+impl Key {
+    fn of<St: Storable>(id: &St::StorageKey) -> Result<Key, StorageError> {
+        let bin = St::get_full_binary_key_id(id);
+        match St::data_type() {
+            StorageType::Azks => Ok(Key::Azks),
+            StorageType::TreeNode => {
+                let key = TreeNodeWithPreviousValue::key_from_full_binary(&bin).map_err(StorageError::BadKey)?;
+                Ok(Key::Node(codec::node_key(&key.0)))
+            }
+            StorageType::ValueState => {
+                let ValueStateKey(user, epoch) =
+                    ValueState::key_from_full_binary(&bin).map_err(StorageError::BadKey)?;
+                Ok(Key::State { user, epoch })
+            }
+        }
+    }
+}
+
+impl RocksStorage {
+    /// Opens (creating if missing) the database at `path`. Blocking: call it at start-up
+    /// or from `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self, StorageError> {
+        let path = path.as_ref().to_path_buf();
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(config.background_jobs);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_keep_log_file_num(4);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, config, &cache)));
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|source| StorageError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let storage = RocksStorage {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                sync_writes: config.sync_writes,
+                fenced: AtomicBool::new(false),
+            }),
+        };
+        storage.inner.check_schema()?;
+        Ok(storage)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The `Azks` row as stored (the last committed epoch), read straight from disk.
+    pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
+        self.blocking(|inner| inner.get_azks()).await
+    }
+
+    /// Flushes memtables and compacts every column family (benchmarks measure bytes on
+    /// disk after this).
+    pub async fn compact(&self) -> Result<(), StorageError> {
+        self.blocking(|inner| {
+            for cf in Cf::ALL {
+                let handle = inner.cf(cf)?;
+                inner.db.flush_cf(handle).map_err(|source| StorageError::Rocks {
+                    cf,
+                    op: "flush",
+                    source,
+                })?;
+                inner.db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Live SST bytes of one column family (RocksDB's `rocksdb.live-sst-files-size`).
+    pub fn live_sst_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
+        let handle = self.inner.cf(cf)?;
+        let v = self
+            .inner
+            .db
+            .property_int_value_cf(handle, "rocksdb.live-sst-files-size")
+            .map_err(|source| StorageError::Rocks {
+                cf,
+                op: "property",
+                source,
+            })?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Runs `f` on tokio's blocking pool: RocksDB calls block on disk.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+}
+
+fn cf_options(cf: Cf, config: &StorageConfig, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    // Filters and indexes live in the block cache (bounded memory) and L0's stay
+    // pinned: every lookup consults them.
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut opts = Options::default();
+    if cf != Cf::Meta {
+        table.set_bloom_filter(config.bloom_bits_per_key, false);
+        table.set_whole_key_filtering(true);
+        // Absent probes that reach a memtable are answered by its own bloom filter too.
+        opts.set_memtable_whole_key_filtering(true);
+        opts.set_memtable_prefix_bloom_ratio(0.05);
+    }
+    opts.set_block_based_table_factory(&table);
+    opts.set_write_buffer_size(config.write_buffer_bytes);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    // Lookups mostly miss: keep filters on the last level (this is RocksDB's default;
+    // stated because the opposite setting is a common "optimisation").
+    opts.set_optimize_filters_for_hits(false);
+    if config.compression {
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+    } else {
+        opts.set_compression_type(DBCompressionType::None);
+    }
+    opts
+}
+
+impl Inner {
+    fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StorageError::BadKey(format!("column family {cf} is not open")))
+    }
+
+    fn check_schema(&self) -> Result<(), StorageError> {
+        let meta = self.cf(Cf::Meta)?;
+        let found = self.db.get_cf(meta, SCHEMA_KEY).map_err(|source| StorageError::Rocks {
+            cf: Cf::Meta,
+            op: "get",
+            source,
+        })?;
+        match found {
+            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(StorageError::Schema {
+                found: hex::encode(v),
+                expected: SCHEMA_VERSION,
+            }),
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
+                self.write(batch)
+            }
+        }
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync_writes);
+        opts
+    }
+
+    /// Writes one batch atomically; any failure fences all later writes.
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(StorageError::WritesFenced);
+        }
+        self.db.write_opt(batch, &self.write_options()).map_err(|source| {
+            self.fenced.store(true, Ordering::SeqCst);
+            tracing::error!(path = %self.path.display(), error = %source, "RocksDB write failed; fencing writes");
+            StorageError::Rocks {
+                cf: Cf::Meta,
+                op: "write",
+                source,
+            }
+        })
+    }
+
+    fn put_records(&self, records: &[DbRecord]) -> Result<(), StorageError> {
+        let (meta, nodes, states) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
+        let mut batch = WriteBatch::default();
+        for record in records {
+            match record {
+                DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
+                DbRecord::TreeNode(node) => {
+                    batch.put_cf(nodes, codec::node_key(&node.label), codec::encode_tree_node(node))
+                }
+                DbRecord::ValueState(state) => batch.put_cf(
+                    states,
+                    codec::value_state_key(&state.username, state.epoch),
+                    codec::encode_value_state(state),
+                ),
+            }
+        }
+        self.write(batch)
+    }
+
+    fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
+        self.db
+            .get_pinned_cf(self.cf(cf)?, key)
+            .map_err(|source| StorageError::Rocks { cf, op: "get", source })
+    }
+
+    fn get_azks(&self) -> Result<Option<Azks>, StorageError> {
+        self.get_raw(Cf::Meta, AZKS_KEY)?
+            .map(|v| codec::decode_azks(&v).map_err(|e| StorageError::corrupt(Cf::Meta, AZKS_KEY, e)))
+            .transpose()
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<DbRecord>, StorageError> {
+        Ok(match key {
+            Key::Azks => self.get_azks()?.map(DbRecord::Azks),
+            Key::Node(k) => self
+                .get_raw(Cf::TreeNodes, k)?
+                .map(|v| decode_node(k, &v))
+                .transpose()?,
+            Key::State { user, epoch } => {
+                let k = codec::value_state_key(user, *epoch);
+                self.get_raw(Cf::ValueStates, &k)?
+                    .map(|v| decode_state(&k, &v))
+                    .transpose()?
+            }
+        })
+    }
+
+    /// Batched point reads of one kind of record; absent keys are skipped.
+    fn multi_get(&self, cf: Cf, mut keys: Vec<Vec<u8>>) -> Result<Vec<DbRecord>, StorageError> {
+        keys.sort_unstable();
+        let handle = self.cf(cf)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, got) in keys.iter().zip(self.db.batched_multi_get_cf(handle, &keys, true)) {
+            let Some(value) = got.map_err(|source| StorageError::Rocks {
+                cf,
+                op: "multi_get",
+                source,
+            })?
+            else {
+                continue;
+            };
+            out.push(match cf {
+                Cf::TreeNodes => decode_node(key, &value)?,
+                Cf::ValueStates => decode_state(key, &value)?,
+                Cf::Meta => {
+                    DbRecord::Azks(codec::decode_azks(&value).map_err(|e| StorageError::corrupt(Cf::Meta, key, e))?)
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<DbRecord>, StorageError> {
+        let (mut nodes, mut states, mut azks) = (Vec::new(), Vec::new(), false);
+        for key in keys {
+            match key {
+                Key::Azks => azks = true,
+                Key::Node(k) => nodes.push(k.to_vec()),
+                Key::State { user, epoch } => states.push(codec::value_state_key(&user, epoch)),
+            }
+        }
+        let mut out = Vec::new();
+        if azks && let Some(a) = self.get_azks()? {
+            out.push(DbRecord::Azks(a));
+        }
+        if !nodes.is_empty() {
+            out.extend(self.multi_get(Cf::TreeNodes, nodes)?);
+        }
+        if !states.is_empty() {
+            out.extend(self.multi_get(Cf::ValueStates, states)?);
+        }
+        Ok(out)
+    }
+
+    fn states_iter(&self) -> Result<DBRawIterator<'_>, StorageError> {
+        let mut opts = ReadOptions::default();
+        // Per-user seeks cross user boundaries; keep the iterator in total order.
+        opts.set_total_order_seek(true);
+        Ok(self.db.raw_iterator_cf_opt(self.cf(Cf::ValueStates)?, opts))
+    }
+
+    /// All states of `user`, oldest first.
+    fn user_states(&self, user: &[u8]) -> Result<Vec<ValueState>, StorageError> {
+        let prefix = codec::user_prefix(user);
+        let mut it = self.states_iter()?;
+        let mut out = Vec::new();
+        it.seek(&prefix);
+        while let Some((k, v)) = entry_with_prefix(&it, &prefix) {
+            out.push(decode_state_value(k, v)?);
+            it.next();
+        }
+        iter_status(&it)?;
+        Ok(out)
+    }
+
+    /// The raw `(key, value)` of `user`'s state selected by `flag`, using `it`.
+    fn find_state(
+        it: &mut DBRawIterator<'_>,
+        user: &[u8],
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<Option<RawEntry>, StorageError> {
+        let prefix = codec::user_prefix(user);
+        let at = |epoch: u64| [prefix.as_slice(), &epoch.to_be_bytes()].concat();
+        let found = match flag {
+            ValueStateRetrievalFlag::SpecificEpoch(e) => {
+                let target = at(e);
+                it.seek(&target);
+                entry_with_prefix(it, &prefix).filter(|(k, _)| *k == target.as_slice())
+            }
+            ValueStateRetrievalFlag::LeqEpoch(e) => {
+                it.seek_for_prev(at(e));
+                entry_with_prefix(it, &prefix)
+            }
+            ValueStateRetrievalFlag::MaxEpoch => {
+                it.seek_for_prev(at(u64::MAX));
+                entry_with_prefix(it, &prefix)
+            }
+            ValueStateRetrievalFlag::MinEpoch => {
+                it.seek(&prefix);
+                entry_with_prefix(it, &prefix)
+            }
+            ValueStateRetrievalFlag::SpecificVersion(version) => {
+                // Versions grow with epochs but are not epochs: walk this user's states.
+                it.seek(&prefix);
+                loop {
+                    let Some((k, v)) = entry_with_prefix(it, &prefix) else {
+                        break None;
+                    };
+                    let (got, _) =
+                        codec::decode_version_and_value(v).map_err(|e| StorageError::corrupt(Cf::ValueStates, k, e))?;
+                    if got == version {
+                        break Some((k, v));
+                    }
+                    it.next();
+                }
+            }
+        }
+        .map(|(k, v)| (k.to_vec(), v.to_vec()));
+        iter_status(it)?;
+        Ok(found)
+    }
+
+    fn user_state(&self, user: &[u8], flag: ValueStateRetrievalFlag) -> Result<Option<ValueState>, StorageError> {
+        let mut it = self.states_iter()?;
+        Self::find_state(&mut it, user, flag)?
+            .map(|(k, v)| decode_state_value(&k, &v))
+            .transpose()
+    }
+
+    fn user_state_versions(
+        &self,
+        users: &[AkdLabel],
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
+        let mut it = self.states_iter()?;
+        let mut out = HashMap::with_capacity(users.len());
+        // Seeking in key order keeps the iterator moving forward through the files.
+        let mut sorted: Vec<&AkdLabel> = users.iter().collect();
+        sorted.sort_by_cached_key(|user| codec::user_prefix(user));
+        for user in sorted {
+            if let Some((k, v)) = Self::find_state(&mut it, user, flag)? {
+                let decoded =
+                    codec::decode_version_and_value(&v).map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
+                out.insert(user.clone(), decoded);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The iterator's current entry if it is valid and belongs to `prefix`'s user.
+fn entry_with_prefix<'a>(it: &'a DBRawIterator<'_>, prefix: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    if !it.valid() {
+        return None;
+    }
+    let (k, v) = (it.key()?, it.value()?);
+    k.starts_with(prefix).then_some((k, v))
+}
+
+fn iter_status(it: &DBRawIterator<'_>) -> Result<(), StorageError> {
+    it.status().map_err(|source| StorageError::Rocks {
+        cf: Cf::ValueStates,
+        op: "iterate",
+        source,
+    })
+}
+
+fn decode_node(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
+    let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
+    let label = codec::node_label_from_key(key).map_err(corrupt)?;
+    Ok(DbRecord::TreeNode(
+        codec::decode_tree_node(label, value).map_err(corrupt)?,
+    ))
+}
+
+fn decode_state_value(key: &[u8], value: &[u8]) -> Result<ValueState, StorageError> {
+    let corrupt = |e| StorageError::corrupt(Cf::ValueStates, key, e);
+    let (user, epoch) = codec::split_value_state_key(key).map_err(corrupt)?;
+    codec::decode_value_state(user, epoch, value).map_err(corrupt)
+}
+
+fn decode_state(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
+    decode_state_value(key, value).map(DbRecord::ValueState)
+}
+
+fn not_found(what: impl std::fmt::Debug) -> AkdStorageError {
+    AkdStorageError::NotFound(format!("{what:?}"))
+}
+
+#[async_trait]
+impl Database for RocksStorage {
+    async fn set(&self, record: DbRecord) -> Result<(), AkdStorageError> {
+        self.batch_set(vec![record], DbSetState::General).await
+    }
+
+    /// One synced `WriteBatch`: a `TransactionCommit` (a whole epoch) lands atomically.
+    async fn batch_set(&self, records: Vec<DbRecord>, _state: DbSetState) -> Result<(), AkdStorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(self.blocking(move |inner| inner.put_records(&records)).await?)
+    }
+
+    async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
+        let key = Key::of::<St>(id)?;
+        self.blocking(move |inner| inner.get(&key))
+            .await?
+            .ok_or_else(|| not_found((St::data_type(), id)))
+    }
+
+    /// Batched reads; missing keys are skipped, as akd's preloads expect.
+    async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
+        let keys = ids.iter().map(Key::of::<St>).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.blocking(move |inner| inner.batch_get(keys)).await?)
+    }
+
+    async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
+        let user = username.0.clone();
+        let states = self.blocking(move |inner| inner.user_states(&user)).await?;
+        if states.is_empty() {
+            return Err(not_found(username));
+        }
+        Ok(KeyData { states })
+    }
+
+    async fn get_user_state(
+        &self,
+        username: &AkdLabel,
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<ValueState, AkdStorageError> {
+        let user = username.0.clone();
+        self.blocking(move |inner| inner.user_state(&user, flag))
+            .await?
+            .ok_or_else(|| not_found((username, flag)))
+    }
+
+    async fn get_user_state_versions(
+        &self,
+        usernames: &[AkdLabel],
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
+        let users = usernames.to_vec();
+        Ok(self
+            .blocking(move |inner| inner.user_state_versions(&users, flag))
+            .await?)
+    }
+}

@@ -1,0 +1,201 @@
+//! Our RocksDB backend against akd's own conformance suite, and against akd's
+//! in-memory backend for every per-user query.
+
+use akd::storage::memory::AsyncInMemoryDatabase;
+use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
+use akd::storage::{Database, DbSetState};
+use akd::{AkdLabel, NodeLabel};
+use kt_directory::storage::{RocksStorage, StorageConfig};
+use proptest::prelude::*;
+
+fn open(dir: &tempfile::TempDir) -> RocksStorage {
+    RocksStorage::open(dir.path().join("db"), &StorageConfig::default()).expect("open rocksdb")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_akd_conformance_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    akd::storage::tests::run_test_cases_for_storage_impl(open(&dir)).await;
+}
+
+fn state(user: &str, epoch: u64, version: u64) -> ValueState {
+    DbRecord::build_user_state(
+        user.as_bytes().to_vec(),
+        format!("{user}-v{version}").into_bytes(),
+        version,
+        256,
+        [version as u8; 32],
+        epoch,
+    )
+}
+
+/// Every flag worth asking about: each stored epoch, its neighbours and the extremes.
+fn flags(epochs: &[u64], max_version: u64) -> Vec<ValueStateRetrievalFlag> {
+    let mut out = vec![ValueStateRetrievalFlag::MaxEpoch, ValueStateRetrievalFlag::MinEpoch];
+    for e in probe_epochs(epochs) {
+        out.push(ValueStateRetrievalFlag::LeqEpoch(e));
+        out.push(ValueStateRetrievalFlag::SpecificEpoch(e));
+    }
+    for v in 0..=max_version + 1 {
+        out.push(ValueStateRetrievalFlag::SpecificVersion(v));
+    }
+    out
+}
+
+fn probe_epochs(epochs: &[u64]) -> std::collections::BTreeSet<u64> {
+    let mut out: std::collections::BTreeSet<u64> = [0, 1, u64::MAX].into();
+    for &e in epochs {
+        out.extend([e.saturating_sub(1), e, e.saturating_add(1)]);
+    }
+    out
+}
+
+/// Runs the same writes against both backends and compares every read.
+async fn compare(users: &[(String, Vec<u64>)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rocks = open(&dir);
+    let mem = AsyncInMemoryDatabase::new();
+    let mut records = Vec::new();
+    for (user, epochs) in users {
+        for (i, &e) in epochs.iter().enumerate() {
+            records.push(DbRecord::ValueState(state(user, e, i as u64 + 1)));
+        }
+    }
+    rocks
+        .batch_set(records.clone(), DbSetState::TransactionCommit)
+        .await
+        .expect("rocks write");
+    mem.batch_set(records, DbSetState::TransactionCommit)
+        .await
+        .expect("mem write");
+
+    let all_epochs: Vec<u64> = users.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+    let max_version = users.iter().map(|(_, e)| e.len() as u64).max().unwrap_or(0);
+    // Users that exist, plus ones that do not (including prefixes and extensions of real names).
+    let mut probes: Vec<AkdLabel> = users.iter().map(|(u, _)| AkdLabel::from(u.as_str())).collect();
+    for (u, _) in users {
+        probes.push(AkdLabel::from(format!("{u}x").as_str()));
+        probes.push(AkdLabel(u.as_bytes()[..u.len().saturating_sub(1)].to_vec()));
+    }
+    probes.push(AkdLabel(vec![]));
+    for flag in flags(&all_epochs, max_version) {
+        for probe in &probes {
+            let r = rocks.get_user_state(probe, flag).await;
+            let m = mem.get_user_state(probe, flag).await;
+            match (&r, &m) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{flag:?} {probe:?}"),
+                (Err(akd::errors::StorageError::NotFound(_)), Err(akd::errors::StorageError::NotFound(_))) => {}
+                _ => panic!("{flag:?} {probe:?}: rocks {r:?} vs memory {m:?}"),
+            }
+        }
+        let r = rocks
+            .get_user_state_versions(&probes, flag)
+            .await
+            .expect("rocks versions");
+        let m = mem.get_user_state_versions(&probes, flag).await.expect("mem versions");
+        assert_eq!(r, m, "get_user_state_versions {flag:?}");
+    }
+    for probe in &probes {
+        let r = rocks.get_user_data(probe).await.map(|d| d.states);
+        let m = mem.get_user_data(probe).await.map(|d| d.states);
+        match (&r, &m) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(akd::errors::StorageError::NotFound(_)), Err(akd::errors::StorageError::NotFound(_))) => {}
+            _ => panic!("get_user_data {probe:?}: rocks {r:?} vs memory {m:?}"),
+        }
+    }
+    // Point reads and batch reads by (user, epoch), present and absent.
+    let mut keys = Vec::new();
+    for (u, _) in users {
+        for e in probe_epochs(&all_epochs) {
+            keys.push(ValueStateKey(u.as_bytes().to_vec(), e));
+        }
+    }
+    for key in &keys {
+        let r = rocks.get::<ValueState>(key).await;
+        let m = mem.get::<ValueState>(key).await;
+        assert_eq!(r.is_ok(), m.is_ok(), "get {key:?}");
+        if let (Ok(a), Ok(b)) = (r, m) {
+            assert_eq!(a, b);
+        }
+    }
+    let mut r = rocks.batch_get::<ValueState>(&keys).await.expect("rocks batch");
+    let mut m = mem.batch_get::<ValueState>(&keys).await.expect("mem batch");
+    r.sort();
+    m.sort();
+    assert_eq!(r, m, "batch_get");
+}
+
+fn arb_users() -> impl Strategy<Value = Vec<(String, Vec<u64>)>> {
+    proptest::collection::vec(("[a-c]{1,3}", proptest::collection::btree_set(1u64..40, 1..6)), 1..6).prop_map(|users| {
+        let mut seen = std::collections::HashSet::new();
+        users
+            .into_iter()
+            .filter(|(u, _)| seen.insert(u.clone()))
+            .map(|(u, epochs)| (u, epochs.into_iter().collect()))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn per_user_queries_match_in_memory_backend(users in arb_users()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
+        rt.block_on(compare(&users));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_with_high_bytes_do_not_leak_across_users() {
+    // Epoch 0x6300..01 starts with 'c': user "ab" at it must not be read as user "abc".
+    compare(&[
+        ("ab".into(), vec![1, 0x6300_0000_0000_0001]),
+        ("abc".into(), vec![2, 5]),
+        ("a".into(), vec![u64::MAX]),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_node_batch_get_skips_absent_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rocks = open(&dir);
+    let present = NodeLabel::new([7u8; 32], 256);
+    let node = DbRecord::build_tree_node_with_previous_value(
+        present.label_val,
+        256,
+        3,
+        1,
+        [0u8; 32],
+        0,
+        1,
+        None,
+        None,
+        [9u8; 32],
+        Some(2),
+        Some(1),
+        Some([0u8; 32]),
+        Some(0),
+        Some(1),
+        None,
+        None,
+        Some([8u8; 32]),
+    );
+    rocks.set(DbRecord::TreeNode(node.clone())).await.expect("set");
+    let keys: Vec<_> = (0u8..50)
+        .map(|i| akd::tree_node::NodeKey(NodeLabel::new([i; 32], 256)))
+        .collect();
+    let got = rocks
+        .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&keys)
+        .await
+        .expect("batch_get");
+    assert_eq!(got, vec![DbRecord::TreeNode(node)]);
+    let absent = rocks
+        .get::<akd::tree_node::TreeNodeWithPreviousValue>(&akd::tree_node::NodeKey(NodeLabel::new([1u8; 32], 256)))
+        .await;
+    assert!(
+        matches!(absent, Err(akd::errors::StorageError::NotFound(_))),
+        "{absent:?}"
+    );
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install build deps, format check, clippy,
+# every test (unit, conformance, differential, recovery, SIGKILL end-to-end), all in the
+# release profile (one RocksDB build serves them all). Prints each stage's duration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+stage() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    echo "=== $name"
+    "$@"
+    echo "=== $name: $((SECONDS - t0)) s"
+}
+
+stage install bash scripts/setup.sh
+stage fmt cargo fmt --all --check
+stage build cargo build --release --workspace --all-targets --locked
+stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
+stage "unit tests" cargo test --release --workspace --locked --lib --bins
+stage "storage conformance" cargo test --release --locked -p kt-directory --test storage_conformance
+stage "directory differential and recovery" cargo test --release --locked -p kt-directory --test directory_differential
+stage "end-to-end (SIGKILL recovery)" cargo test --release --locked -p kt-e2e
+stage "doc tests" cargo test --release --workspace --locked --doc
+echo "=== all stages passed in $SECONDS s"
