@@ -17,6 +17,8 @@ stage() {
 
 stage install bash scripts/setup.sh
 stage fmt cargo fmt --all --check
+stage "dependency rules" bash scripts/check-deps.sh
+stage "client library without cli feature" cargo build --release --locked -p kt-client --no-default-features --lib
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage "unit tests" cargo test --release --workspace --locked --lib --bins

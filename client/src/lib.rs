@@ -5,7 +5,10 @@
 //! This crate must stay free of RocksDB, axum and the server crates: messaging clients
 //! embed it.
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod run;
 pub mod verify;
 
 /// The akd configuration of the whole system, chosen here and nowhere else.

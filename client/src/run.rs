@@ -1,0 +1,33 @@
+//! What every binary of this workspace does around its command: logs to stderr with
+//! `tracing` (filter from `RUST_LOG`, colour only on a terminal), a multi-threaded tokio
+//! runtime, and an error printed with its whole chain and a non-zero exit.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Sets up logging, runs `command` on a new tokio runtime and turns its result into an
+/// exit code (errors print as `error: <chain>`).
+pub fn run_command<F>(command: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,akd=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
