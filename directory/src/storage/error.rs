@@ -48,8 +48,18 @@ pub enum StorageError {
     Rocks {
         /// Where.
         cf: Cf,
-        /// Which operation (`get`, `multi_get`, `write`, `iterate`).
+        /// Which operation (`get`, `multi_get`, `iterate`, `flush`, `property`).
         op: &'static str,
+        /// RocksDB's reason.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// An atomic write (one `WriteBatch`, possibly spanning every column family) failed.
+    /// The storage fences further writes after this.
+    #[error("RocksDB write of {records} records failed: {source}")]
+    Write {
+        /// How many records the batch held.
+        records: usize,
         /// RocksDB's reason.
         #[source]
         source: rocksdb::Error,
@@ -99,7 +109,7 @@ impl From<StorageError> for akd::errors::StorageError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Open { .. } | StorageError::Task(_) => akd::errors::StorageError::Connection(e.to_string()),
-            StorageError::Rocks { op: "write", .. } | StorageError::WritesFenced => {
+            StorageError::Write { .. } | StorageError::WritesFenced => {
                 akd::errors::StorageError::Transaction(e.to_string())
             }
             _ => akd::errors::StorageError::Other(e.to_string()),

@@ -237,14 +237,11 @@ impl Inner {
         if self.fenced.load(Ordering::SeqCst) {
             return Err(StorageError::WritesFenced);
         }
+        let records = batch.len();
         self.db.write_opt(batch, &self.write_options()).map_err(|source| {
             self.fenced.store(true, Ordering::SeqCst);
-            tracing::error!(path = %self.path.display(), error = %source, "RocksDB write failed; fencing writes");
-            StorageError::Rocks {
-                cf: Cf::Meta,
-                op: "write",
-                source,
-            }
+            tracing::error!(path = %self.path.display(), records, error = %source, "RocksDB write failed; fencing writes");
+            StorageError::Write { records, source }
         })
     }
 
