@@ -4,9 +4,9 @@
 use akd::storage::StorageManager;
 use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::{AzksParallelismConfig, Directory};
-use kt_directory::storage::{RocksStorage, StorageConfig};
+use kt_directory::storage::StorageConfig;
 use kt_directory::vrf::VrfSecret;
-use kt_directory::{KtConfig, KtDirectory, open_directory, sample};
+use kt_directory::{KtConfig, KtDirectory, open_rocks_directory, sample};
 use std::path::Path;
 
 /// The in-memory directory benchmarks compare against.
@@ -29,12 +29,9 @@ pub fn env_size(name: &str, default: usize) -> usize {
 
 /// Opens a RocksDB directory at `path` (default tunables).
 pub async fn rocks(path: &Path) -> KtDirectory {
-    let path = path.to_path_buf();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &StorageConfig::default()))
+    open_rocks_directory(path, StorageConfig::default(), vrf())
         .await
-        .expect("join")
-        .expect("open rocksdb");
-    open_directory(storage, vrf()).await.expect("open directory")
+        .expect("open directory")
 }
 
 /// A fresh in-memory directory, with akd's cache as the RocksDB one has.

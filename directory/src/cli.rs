@@ -1,9 +1,9 @@
 //! The `kt-directory` command line. `main.rs` (and the e2e tests' copy of the binary)
 //! call [`main`].
 
-use crate::storage::{RocksStorage, StorageConfig};
+use crate::storage::StorageConfig;
 use crate::vrf::VrfSecret;
-use crate::{DataDir, open_directory, sample};
+use crate::{DataDir, open_rocks_directory, sample};
 use akd::{AkdLabel, HistoryParams};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -73,11 +73,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         block_cache_bytes: args.block_cache_mib << 20,
         ..StorageConfig::default()
     };
-    let db_path = data.db();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(db_path, &config)).await??;
-    let directory = open_directory(storage, vrf.clone())
-        .await
-        .context("opening the akd directory")?;
+    let directory = open_rocks_directory(data.db(), config, vrf).await?;
     let vrf_public = directory.get_public_key().await.context("VRF public key")?;
     let head = directory.get_epoch_hash().await.context("reading the current epoch")?;
     println!("opened epoch={} root={}", head.0, hex::encode(head.1));

@@ -41,6 +41,30 @@ pub async fn open_directory(storage: RocksStorage, vrf: VrfSecret) -> Result<KtD
     Directory::new(manager, vrf, AzksParallelismConfig::default()).await
 }
 
+/// Why a directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB could not be opened.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// akd could not read (or create) its tree.
+    #[error("opening the akd directory: {0}")]
+    Akd(#[from] akd::errors::AkdError),
+}
+
+/// Opens RocksDB at `path` (on the blocking pool) and the akd directory on it.
+pub async fn open_rocks_directory(
+    path: impl Into<PathBuf>,
+    config: storage::StorageConfig,
+    vrf: VrfSecret,
+) -> Result<KtDirectory, OpenError> {
+    let path = path.into();
+    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &config))
+        .await
+        .map_err(storage::StorageError::from)??;
+    Ok(open_directory(storage, vrf).await?)
+}
+
 /// Where things live in a data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {

@@ -6,7 +6,7 @@ use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::{AkdLabel, AzksParallelismConfig, Directory, HistoryParams};
 use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
 use kt_directory::vrf::VrfSecret;
-use kt_directory::{KtConfig, KtDirectory, open_directory, sample};
+use kt_directory::{KtConfig, KtDirectory, open_directory, open_rocks_directory, sample};
 
 type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
 
@@ -19,12 +19,9 @@ fn vrf() -> VrfSecret {
 }
 
 async fn rocks_dir(path: &std::path::Path) -> KtDirectory {
-    let path = path.to_path_buf();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &StorageConfig::default()))
+    open_rocks_directory(path, StorageConfig::default(), vrf())
         .await
-        .expect("join")
-        .expect("open rocksdb");
-    open_directory(storage, vrf()).await.expect("open directory")
+        .expect("open directory")
 }
 
 async fn mem_dir() -> MemDirectory {

@@ -3,9 +3,9 @@
 //! with a non-zero exit and a reason.
 
 use akd::local_auditing::AuditBlob;
-use kt_directory::storage::{RocksStorage, StorageConfig};
+use kt_directory::storage::StorageConfig;
 use kt_directory::vrf::VrfSecret;
-use kt_directory::{open_directory, sample};
+use kt_directory::{open_rocks_directory, sample};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,8 +13,7 @@ const EPOCHS: u64 = 4;
 
 /// Publishes `EPOCHS` epochs and writes one blob per epoch, named by its end epoch.
 async fn write_blobs(db: &Path, out: &Path) -> Vec<std::path::PathBuf> {
-    let storage = RocksStorage::open(db, &StorageConfig::default()).expect("open");
-    let dir = open_directory(storage, VrfSecret::from_bytes([3; 32]))
+    let dir = open_rocks_directory(db, StorageConfig::default(), VrfSecret::from_bytes([3; 32]))
         .await
         .expect("directory");
     let mut prev = dir.get_epoch_hash().await.expect("epoch 0").1;

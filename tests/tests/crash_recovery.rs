@@ -5,9 +5,9 @@
 use akd::storage::StorageManager;
 use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::{AzksParallelismConfig, Directory};
-use kt_directory::storage::{RocksStorage, StorageConfig};
+use kt_directory::storage::StorageConfig;
 use kt_directory::vrf::VrfSecret;
-use kt_directory::{DataDir, KtConfig, open_directory, sample};
+use kt_directory::{DataDir, KtConfig, open_rocks_directory, sample};
 use rand::{Rng, SeedableRng};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -116,10 +116,9 @@ async fn sigkill_during_publish_reopens_at_a_whole_epoch() {
 
         // Reopen what the dead process left.
         let vrf = VrfSecret::load(&data.vrf_key()).expect("vrf key");
-        let storage = RocksStorage::open(data.db(), &StorageConfig::default()).expect("reopen after SIGKILL");
-        let dir = open_directory(storage, vrf.clone())
+        let dir = open_rocks_directory(data.db(), StorageConfig::default(), vrf.clone())
             .await
-            .expect("directory after SIGKILL");
+            .expect("reopen after SIGKILL");
         let akd::EpochHash(epoch, root) = dir.get_epoch_hash().await.expect("head after SIGKILL");
         assert!(
             epoch == last_published || epoch == in_flight,
