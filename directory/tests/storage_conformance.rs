@@ -5,7 +5,7 @@ use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
 use akd::storage::{Database, DbSetState};
 use akd::{AkdLabel, NodeLabel};
-use kt_directory::storage::{RocksStorage, StorageConfig};
+use kt_directory::storage::{Cf, RocksStorage, StorageConfig, StorageError};
 use proptest::prelude::*;
 
 fn open(dir: &tempfile::TempDir) -> RocksStorage {
@@ -198,4 +198,20 @@ async fn tree_node_batch_get_skips_absent_keys() {
         matches!(absent, Err(akd::errors::StorageError::NotFound(_))),
         "{absent:?}"
     );
+}
+
+#[test]
+fn refuses_a_database_of_another_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    drop(RocksStorage::open(&path, &StorageConfig::default()).expect("create"));
+    {
+        let names: Vec<&str> = Cf::ALL.iter().map(|cf| cf.name()).collect();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, names).expect("raw open");
+        let meta = db.cf_handle(Cf::Meta.name()).expect("meta cf");
+        db.put_cf(meta, b"schema", 2u32.to_be_bytes()).expect("put");
+    }
+    let err = RocksStorage::open(&path, &StorageConfig::default()).expect_err("schema 2 must be refused");
+    assert!(matches!(err, StorageError::Schema { expected: 1, .. }), "{err}");
+    assert!(err.to_string().contains("storage schema 00000002"), "{err}");
 }
