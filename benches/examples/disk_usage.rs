@@ -1,0 +1,45 @@
+//! Bytes on disk per entry: loads N entries (`N`, default 200,000) into a RocksDB
+//! directory in 20k-entry epochs, publishes one epoch of 20k rotations, compacts, and
+//! prints the live SST bytes of each column family.
+//!
+//! `N=200000 cargo run --release -p kt-benches --example disk_usage`
+//! (the load harness of the benchmarks issue supersedes this at larger N).
+
+use kt_benches::{LOAD_BATCH, env_size, load_batch, rocks, rotation_batch};
+use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let n = env_size("N", 200_000) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tmp = tempfile::tempdir()?;
+    let path = tmp.path().join("db");
+    rt.block_on(async {
+        let dir = rocks(&path).await;
+        let started = Instant::now();
+        let mut start = 0;
+        while start < n {
+            let len = (LOAD_BATCH as u64).min(n - start);
+            dir.publish(load_batch(start, len)).await?;
+            start += len;
+        }
+        let load = started.elapsed();
+        let started = Instant::now();
+        dir.publish(rotation_batch(1, LOAD_BATCH, n)).await?;
+        println!(
+            "loaded {n} entries in {load:.1?}; one {LOAD_BATCH}-rotation epoch in {:.1?}",
+            started.elapsed()
+        );
+        anyhow::Ok(())
+    })?;
+    let storage = RocksStorage::open(&path, &StorageConfig::default())?;
+    rt.block_on(storage.compact())?;
+    let mut total = 0;
+    for cf in Cf::ALL {
+        let bytes = storage.live_sst_bytes(cf)?;
+        total += bytes;
+        println!("{cf}: {bytes} bytes, {:.1} B/entry", bytes as f64 / n as f64);
+    }
+    println!("total: {total} bytes, {:.1} B/entry", total as f64 / n as f64);
+    Ok(())
+}
