@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+# Runs a test stage, keeping its "test result:" lines for the closing summary.
+tests() {
+    "$@" 2>&1 | tee -a "$results"
+}
+
 stage() {
     local name=$1
     shift
@@ -21,9 +29,10 @@ stage "dependency rules" bash scripts/check-deps.sh
 stage "client library without cli feature" cargo build --release --locked -p kt-client --no-default-features --lib
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
-stage "unit tests" cargo test --release --workspace --locked --lib --bins
-stage "storage conformance" cargo test --release --locked -p kt-directory --test storage_conformance
-stage "directory differential and recovery" cargo test --release --locked -p kt-directory --test directory_differential
-stage "end-to-end (SIGKILL recovery)" cargo test --release --locked -p kt-e2e
-stage "doc tests" cargo test --release --workspace --locked --doc
+stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
+stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
+stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
+stage "end-to-end (SIGKILL recovery, audit blobs)" tests cargo test --release --locked -p kt-e2e
 echo "=== all stages passed in $SECONDS s"
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
