@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the build needs when it is missing: clang and libclang-dev for the
 # rocksdb crate's bindgen (Debian packages). Safe to run again; does nothing when all
-# is present. Source it to also get CARGO_TARGET_DIR set.
+# is present (scripts/env.sh picks the target directory).
 set -euo pipefail
 
 missing=()
-command -v clang >/dev/null 2>&1 || missing+=(clang)
-# bindgen loads libclang.so at run time.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-    missing+=(libclang-dev)
-fi
+for pkg in clang libclang-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
     sudo_cmd=()
