@@ -8,6 +8,8 @@ use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
 use kt_directory::vrf::VrfSecret;
 use kt_directory::{KtConfig, KtDirectory, open_directory, open_rocks_directory, sample};
 
+mod support;
+
 type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
 
 const SEED: u64 = 42;
@@ -144,13 +146,8 @@ async fn corrupt_record_is_a_typed_error_not_a_panic() {
             .expect("publish");
     }
     // Overwrite the root node with garbage, behind the storage layer's back.
-    {
-        let names: Vec<&str> = Cf::ALL.iter().map(|cf| cf.name()).collect();
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, names).expect("raw open");
-        let cf = db.cf_handle(Cf::TreeNodes.name()).expect("cf");
-        let root_key = kt_directory::storage::codec::node_key(&akd::NodeLabel::root());
-        db.put_cf(cf, root_key, [1u8, 0xff, 0x00]).expect("put garbage");
-    }
+    let root_key = kt_directory::storage::codec::node_key(&akd::NodeLabel::root());
+    support::put_raw(&path, Cf::TreeNodes, &root_key, &[1u8, 0xff, 0x00]);
     let storage = RocksStorage::open(&path, &StorageConfig::default()).expect("reopen");
     let dir = open_directory(storage, vrf()).await.expect("azks row is intact");
     let err = dir.get_epoch_hash().await.expect_err("root node is corrupt");

@@ -8,6 +8,8 @@ use akd::{AkdLabel, NodeLabel};
 use kt_directory::storage::{Cf, RocksStorage, StorageConfig, StorageError};
 use proptest::prelude::*;
 
+mod support;
+
 fn open(dir: &tempfile::TempDir) -> RocksStorage {
     RocksStorage::open(dir.path().join("db"), &StorageConfig::default()).expect("open rocksdb")
 }
@@ -205,12 +207,7 @@ fn refuses_a_database_of_another_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
     drop(RocksStorage::open(&path, &StorageConfig::default()).expect("create"));
-    {
-        let names: Vec<&str> = Cf::ALL.iter().map(|cf| cf.name()).collect();
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, names).expect("raw open");
-        let meta = db.cf_handle(Cf::Meta.name()).expect("meta cf");
-        db.put_cf(meta, b"schema", 2u32.to_be_bytes()).expect("put");
-    }
+    support::put_raw(&path, Cf::Meta, b"schema", &2u32.to_be_bytes());
     let err = RocksStorage::open(&path, &StorageConfig::default()).expect_err("schema 2 must be refused");
     assert!(matches!(err, StorageError::Schema { expected: 1, .. }), "{err}");
     assert!(err.to_string().contains("storage schema 00000002"), "{err}");
