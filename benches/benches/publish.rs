@@ -8,21 +8,9 @@
 use akd::storage::Database;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kt_benches::{LOAD_BATCH, env_size, load_batch, memory, rocks, rotation_batch};
+use kt_benches::{DirectoryOn, env_size, load, memory, rocks, rotation_batch};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-type Dir<S> = akd::Directory<kt_directory::KtConfig, S, kt_directory::vrf::VrfSecret>;
-
-/// Loads `n` entries through ordinary publishes, `LOAD_BATCH` per epoch.
-async fn load<S: Database + 'static>(dir: &Dir<S>, n: u64) {
-    let mut start = 0u64;
-    while start < n {
-        let len = (LOAD_BATCH as u64).min(n - start);
-        dir.publish(load_batch(start, len)).await.expect("load publish");
-        start += len;
-    }
-}
 
 /// One backend's measurement. Each iteration publishes a fresh epoch of rotations (a
 /// repeated batch would be skipped by akd as unchanged).
@@ -30,7 +18,7 @@ fn bench_backend<S: Database + 'static>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &tokio::runtime::Runtime,
     name: &str,
-    dir: &Dir<S>,
+    dir: &DirectoryOn<S>,
     batch: usize,
     entries: u64,
 ) {
@@ -63,9 +51,9 @@ fn publish(c: &mut Criterion) {
 
     let (rocks_dir, mem_dir) = rt.block_on(async {
         let r = rocks(&tmp.path().join("db")).await;
-        load(&r, entries).await;
+        load(&r, entries).await.expect("load rocksdb");
         let m = memory().await;
-        load(&m, entries).await;
+        load(&m, entries).await.expect("load memory");
         (r, m)
     });
 

@@ -5,7 +5,7 @@
 //! `N=200000 cargo run --release -p kt-benches --example disk_usage`
 //! (the load harness of the benchmarks issue supersedes this at larger N).
 
-use kt_benches::{LOAD_BATCH, env_size, load_batch, rocks, rotation_batch};
+use kt_benches::{LOAD_BATCH, env_size, load, rocks, rotation_batch};
 use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
 use std::time::Instant;
 
@@ -17,12 +17,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let dir = rocks(&path).await;
         let started = Instant::now();
-        let mut start = 0;
-        while start < n {
-            let len = (LOAD_BATCH as u64).min(n - start);
-            dir.publish(load_batch(start, len)).await?;
-            start += len;
-        }
+        load(&dir, n).await?;
         let load = started.elapsed();
         let started = Instant::now();
         dir.publish(rotation_batch(1, LOAD_BATCH, n)).await?;

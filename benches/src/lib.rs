@@ -9,8 +9,11 @@ use kt_directory::vrf::VrfSecret;
 use kt_directory::{KtConfig, KtDirectory, open_rocks_directory, sample};
 use std::path::Path;
 
+/// A directory of our configuration and VRF on storage `S`.
+pub type DirectoryOn<S> = Directory<KtConfig, S, VrfSecret>;
+
 /// The in-memory directory benchmarks compare against.
-pub type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
+pub type MemDirectory = DirectoryOn<AsyncInMemoryDatabase>;
 
 /// Seed of all benchmark traffic.
 pub const SEED: u64 = 2026;
@@ -59,6 +62,20 @@ pub fn load_batch(start: u64, len: u64) -> Vec<(akd::AkdLabel, akd::AkdValue)> {
             (l, v)
         })
         .collect()
+}
+
+/// Loads `n` entries into `dir` through ordinary publishes, [`LOAD_BATCH`] per epoch.
+pub async fn load<S: akd::storage::Database + 'static>(
+    dir: &DirectoryOn<S>,
+    n: u64,
+) -> Result<(), akd::errors::AkdError> {
+    let mut start = 0u64;
+    while start < n {
+        let len = (LOAD_BATCH as u64).min(n - start);
+        dir.publish(load_batch(start, len)).await?;
+        start += len;
+    }
+    Ok(())
 }
 
 /// `count` updates to existing loaded entries (key rotations), for epoch `epoch`.
