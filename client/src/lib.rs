@@ -7,9 +7,11 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod head;
 #[cfg(feature = "cli")]
 pub mod run;
 pub mod verify;
+pub mod wire;
 
 /// The akd configuration of the whole system, chosen here and nowhere else.
 ///

@@ -4,6 +4,8 @@
 //! these once the head format exists.
 
 use crate::KtConfig;
+use crate::head::{Head, HeadError, SignedHead, vrf_key_hash};
+use crate::wire::{HistoryResponse, LookupResponse, WireError, decode_history_proof, decode_lookup_proof};
 use akd_core::verify::VerificationError;
 use akd_core::{AkdLabel, HistoryProof, LookupProof, VerifyResult};
 
@@ -74,4 +76,75 @@ pub fn history(
         epoch,
         cause: source,
     })
+}
+
+/// Keys a verifier trusts, obtained out of band (never from the server being checked).
+#[derive(Debug, Clone)]
+pub struct PinnedKeys {
+    /// The directory's head-signing key.
+    pub directory_key: ed25519_dalek::VerifyingKey,
+    /// The directory's VRF public key; every head signs its blake3 hash.
+    pub vrf_public_key: Vec<u8>,
+}
+
+/// Why a response from the directory did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The head's signature (or encoding) is bad.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// The head names another VRF key than the pinned one.
+    #[error("the head of epoch {epoch} commits to a different VRF public key than the pinned one")]
+    VrfKey {
+        /// The head's epoch.
+        epoch: u64,
+    },
+    /// The proof could not be decoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// akd's verifier rejected the proof.
+    #[error(transparent)]
+    Proof(#[from] VerifyError),
+}
+
+impl PinnedKeys {
+    /// Checks a head's signature and VRF key hash.
+    pub fn check_head<'a>(&self, head: &'a SignedHead) -> Result<&'a Head, ResponseError> {
+        let h = head.verify(&self.directory_key)?;
+        if h.vrf_key_hash != vrf_key_hash(&self.vrf_public_key) {
+            return Err(ResponseError::VrfKey { epoch: h.epoch });
+        }
+        Ok(h)
+    }
+
+    /// Verifies a lookup response: head, then proof at that head's epoch and root.
+    pub fn lookup_response(&self, response: &LookupResponse) -> Result<VerifyResult, ResponseError> {
+        let head = self.check_head(&response.head)?;
+        let proof = decode_lookup_proof(&response.proof)?;
+        Ok(lookup(
+            &self.vrf_public_key,
+            head.root,
+            head.epoch,
+            AkdLabel::from(response.label.as_str()),
+            proof,
+        )?)
+    }
+
+    /// Verifies a history response: head, then proof with the response's parameters.
+    pub fn history_response(&self, response: &HistoryResponse) -> Result<Vec<VerifyResult>, ResponseError> {
+        let head = self.check_head(&response.head)?;
+        let proof = decode_history_proof(&response.proof)?;
+        let params = match response.most_recent {
+            Some(n) => HistoryParams::MostRecent(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => HistoryParams::Complete,
+        };
+        Ok(history(
+            &self.vrf_public_key,
+            head.root,
+            head.epoch,
+            AkdLabel::from(response.label.as_str()),
+            proof,
+            params,
+        )?)
+    }
 }

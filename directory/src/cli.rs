@@ -1,13 +1,17 @@
 //! The `kt-directory` command line. `main.rs` (and the e2e tests' copy of the binary)
 //! call [`main`].
 
+use crate::config::{FileConfig, Overrides, ServeConfig};
 use crate::storage::StorageConfig;
+use crate::traffic::Traffic;
 use crate::vrf::VrfSecret;
 use crate::{DataDir, open_rocks_directory, sample};
+use akd::ecvrf::VRFKeyStorage;
 use akd::{AkdLabel, HistoryParams};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,7 +20,7 @@ use std::time::Instant;
 #[command(
     name = "kt-directory",
     version,
-    about = "Key-transparency directory (akd on RocksDB)"
+    about = "Key-transparency directory: akd on RocksDB, signed epochs, proof API"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,9 +29,74 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Publish epochs of deterministic sample traffic into a RocksDB-backed directory,
-    /// then fetch and verify a lookup and a history proof. Resumes from the stored epoch.
-    Demo(DemoArgs),
+    /// Create a data directory: signing key, VRF key, operator token (owner-only
+    /// files). Prints the public keys. Never overwrites existing keys.
+    Init(InitArgs),
+    /// Run the directory: update intake, an epoch every interval, the proof API.
+    Serve(ServeArgs),
+    /// Feed a running directory sample updates over HTTP, force epochs, and verify a
+    /// lookup and a history proof of the result.
+    SampleTraffic(TrafficArgs),
+    /// Publish sample epochs straight into a bare akd store (no server, no heads);
+    /// used by the storage crash test.
+    PublishSample(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Data directory to create.
+    #[arg(long, env = "KT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The directory's namespace, signed into every head (1 to 255 bytes).
+    #[arg(long, env = "KT_NAMESPACE")]
+    namespace: String,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data directory made by `kt-directory init`.
+    #[arg(long, env = "KT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// TOML config file (see docs/api.md); flags and KT_* variables win over it.
+    #[arg(long, env = "KT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Seconds between scheduled epochs [default: 120].
+    #[arg(long, env = "KT_EPOCH_INTERVAL")]
+    epoch_interval: Option<u64>,
+    /// Most updates taken into one epoch; the rest wait [default: 200000].
+    #[arg(long, env = "KT_MAX_UPDATES_PER_EPOCH")]
+    max_updates_per_epoch: Option<usize>,
+    /// RocksDB block cache, MiB [default: 512].
+    #[arg(long, env = "KT_BLOCK_CACHE_MIB")]
+    block_cache_mib: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct TrafficArgs {
+    /// Base URL of the directory.
+    #[arg(long, env = "KT_DIRECTORY_URL")]
+    url: String,
+    /// File holding the operator token (the data directory's `operator.token`).
+    #[arg(long, env = "KT_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// The directory's signing key (hex) to verify heads with; default: trust /v1/info.
+    #[arg(long, env = "KT_DIRECTORY_KEY")]
+    directory_key: Option<String>,
+    /// Epochs to publish.
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Updates per epoch.
+    #[arg(long, default_value_t = 1000)]
+    updates_per_epoch: usize,
+    /// Number of distinct sample devices the updates are drawn from.
+    #[arg(long, default_value_t = 100_000)]
+    population: u64,
+    /// Seed of the sample traffic.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -57,16 +126,75 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     kt_client::run::run_command(async {
         match cli.command {
-            Command::Demo(args) => demo(args).await,
+            Command::Init(args) => init(args).await,
+            Command::Serve(args) => serve(args).await,
+            Command::SampleTraffic(args) => sample_traffic(args).await,
+            Command::PublishSample(args) => publish_sample(args).await,
         }
     })
 }
 
-async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let data = DataDir::new(&args.data_dir);
+    let keys = data.init(&args.namespace)?;
+    let vrf_public = keys
+        .vrf
+        .get_vrf_public_key()
+        .await
+        .map_err(|e| anyhow::anyhow!("VRF public key: {e:?}"))?;
+    println!("data_dir={}", data.root().display());
+    println!("namespace={}", keys.manifest.namespace);
+    println!("signing_key={}", hex::encode(keys.signing.verifying_key().as_bytes()));
+    println!("vrf_public_key={}", hex::encode(vrf_public.as_bytes()));
+    println!("token_file={}", data.token().display());
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let over = Overrides {
+        listen: args.listen,
+        epoch_interval_secs: args.epoch_interval,
+        max_updates_per_epoch: args.max_updates_per_epoch,
+        block_cache_mib: args.block_cache_mib,
+    };
+    let config = ServeConfig::resolve(over, file)?;
+    crate::server::serve(DataDir::new(args.data_dir), config).await
+}
+
+async fn sample_traffic(args: TrafficArgs) -> anyhow::Result<()> {
+    if args.population == 0 || args.updates_per_epoch == 0 {
+        bail!("--population and --updates-per-epoch must be at least 1");
+    }
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
+    crate::traffic::run(Traffic {
+        url: args.url,
+        token: token.trim().to_owned(),
+        epochs: args.epochs,
+        updates_per_epoch: args.updates_per_epoch,
+        population: args.population,
+        seed: args.seed,
+        directory_key: args.directory_key,
+    })
+    .await
+}
+
+async fn publish_sample(args: DemoArgs) -> anyhow::Result<()> {
     if args.population == 0 || args.updates_per_epoch == 0 {
         bail!("--population and --updates-per-epoch must be at least 1");
     }
     let data = DataDir::new(&args.data_dir);
+    if data.manifest().exists() {
+        bail!(
+            "{} belongs to `kt-directory serve` (it has a manifest); publish-sample writes epochs \
+             without signed heads and must not touch it",
+            data.root().display()
+        );
+    }
     std::fs::create_dir_all(data.root()).with_context(|| format!("creating {}", data.root().display()))?;
     let vrf = VrfSecret::load_or_create(&data.vrf_key())?;
     let config = StorageConfig {

@@ -1,19 +1,30 @@
 //! kt-directory: the key-transparency publisher.
 //!
-//! An akd directory stored in RocksDB ([`storage`]), a VRF key held in memory
-//! ([`vrf`]), deterministic sample traffic ([`sample`]) and the `kt-directory` command
-//! line ([`cli`]).
+//! An akd directory stored in RocksDB ([`storage`]) with a durable update queue
+//! ([`queue`]), the single writer that turns the queue into signed epochs
+//! ([`publisher`]), the HTTP API ([`http`], [`server`]), keys and data-directory layout
+//! ([`datadir`], [`vrf`]), sample traffic ([`sample`], [`traffic`]) and the
+//! `kt-directory` command line ([`cli`], [`config`]).
 
 pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod http;
+pub mod metrics;
+pub mod publisher;
+pub mod queue;
 pub mod sample;
+pub mod server;
 pub mod storage;
+pub mod traffic;
 pub mod vrf;
 
+pub use datadir::DataDir;
 pub use kt_client::KtConfig;
 
 use akd::storage::StorageManager;
 use akd::{AzksParallelismConfig, Directory};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use storage::RocksStorage;
 use vrf::VrfSecret;
@@ -63,32 +74,4 @@ pub async fn open_rocks_directory(
         .await
         .map_err(storage::StorageError::from)??;
     Ok(open_directory(storage, vrf).await?)
-}
-
-/// Where things live in a data directory.
-#[derive(Debug, Clone)]
-pub struct DataDir {
-    root: PathBuf,
-}
-
-impl DataDir {
-    /// The data directory at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        DataDir { root: root.into() }
-    }
-
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The RocksDB database.
-    pub fn db(&self) -> PathBuf {
-        self.root.join("db")
-    }
-
-    /// The VRF secret key file (owner-only).
-    pub fn vrf_key(&self) -> PathBuf {
-        self.root.join("vrf.key")
-    }
 }

@@ -6,9 +6,7 @@
 
 use akd::ecvrf::{VRFKeyStorage, VrfError};
 use async_trait::async_trait;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,28 +24,7 @@ impl std::fmt::Debug for VrfSecret {
 }
 
 /// Errors loading or creating a key file.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// The file could not be read or written.
-    #[error("key file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file does not hold a key of the right length.
-    #[error("key file {path} holds {len} bytes, expected {expected}")]
-    Length {
-        /// The file.
-        path: String,
-        /// What it holds.
-        len: usize,
-        /// What a key needs.
-        expected: usize,
-    },
-}
+pub use crate::datadir::DataDirError as KeyFileError;
 
 impl VrfSecret {
     /// A key from its 32 secret bytes.
@@ -64,35 +41,12 @@ impl VrfSecret {
 
     /// Reads a key file written by [`VrfSecret::create_file`].
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
-        let io = |source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io)?;
-        let key: [u8; VRF_SECRET_LEN] = bytes.as_slice().try_into().map_err(|_| KeyFileError::Length {
-            path: path.display().to_string(),
-            len: bytes.len(),
-            expected: VRF_SECRET_LEN,
-        })?;
-        Ok(Self::from_bytes(key))
+        Ok(Self::from_bytes(crate::datadir::read_secret(path)?))
     }
 
     /// Writes this key to a new file readable by the owner only; never overwrites.
     pub fn create_file(&self, path: &Path) -> Result<(), KeyFileError> {
-        let io = |source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        f.write_all(&self.0[..]).and_then(|()| f.sync_all()).map_err(io)
+        crate::datadir::create_private_file(path, &self.0[..])
     }
 
     /// Loads the key at `path`, or creates a random one there if the file is absent.

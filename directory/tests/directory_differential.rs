@@ -155,3 +155,76 @@ async fn corrupt_record_is_a_typed_error_not_a_panic() {
     assert!(msg.contains("corrupt record in column family tree_nodes"), "{msg}");
     assert!(msg.contains(&hex::encode([0u8; 36])), "names the key: {msg}");
 }
+
+/// The commit hook's writes land in akd's commit batch; a hook that refuses leaves the
+/// disk exactly as before the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_hook_is_atomic_with_the_epoch() {
+    use kt_directory::storage::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("db");
+    let storage = RocksStorage::open(&path, &StorageConfig::default()).expect("open");
+    let dir = open_directory(storage.clone(), vrf()).await.expect("directory");
+
+    // A hook that sees the records and adds a write: both land, with the epoch.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    storage.stage_commit_hook(Box::new(move |records| {
+        counter.store(records.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(vec![Write::Put(
+            Cf::Heads,
+            1u64.to_be_bytes().to_vec(),
+            b"head 1".to_vec(),
+        )])
+    }));
+    dir.publish(sample::updates(SEED, 1, 20, POPULATION))
+        .await
+        .expect("epoch 1");
+    assert!(!storage.clear_commit_hook(), "the commit consumed the hook");
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst) > 20,
+        "hook saw akd's records"
+    );
+    let root1 = dir.get_epoch_hash().await.expect("root 1");
+
+    // A hook that refuses: the publish fails and nothing of epoch 2 reaches the disk.
+    storage.stage_commit_hook(Box::new(|_| {
+        Err(kt_directory::storage::StorageError::CommitHook(
+            "refused by the test".into(),
+        ))
+    }));
+    let err = dir
+        .publish(sample::updates(SEED, 2, 20, POPULATION))
+        .await
+        .expect_err("refused commit");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    drop(dir);
+    drop(storage);
+
+    let reopened = RocksStorage::open(&path, &StorageConfig::default()).expect("reopen");
+    assert_eq!(
+        reopened
+            .get_raw(Cf::Heads, 1u64.to_be_bytes().to_vec())
+            .await
+            .expect("get"),
+        Some(b"head 1".to_vec())
+    );
+    assert_eq!(
+        reopened
+            .get_raw(Cf::Heads, 2u64.to_be_bytes().to_vec())
+            .await
+            .expect("get"),
+        None
+    );
+    let dir = open_directory(reopened, vrf()).await.expect("reopen directory");
+    assert_eq!(
+        dir.get_epoch_hash().await.expect("root"),
+        root1,
+        "epoch 2 left no trace"
+    );
+    let mem = mem_dir().await;
+    mem.publish(sample::updates(SEED, 1, 20, POPULATION))
+        .await
+        .expect("mem 1");
+    assert_eq!(mem.get_epoch_hash().await.expect("mem root"), root1);
+}

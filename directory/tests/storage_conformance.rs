@@ -5,7 +5,7 @@ use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
 use akd::storage::{Database, DbSetState};
 use akd::{AkdLabel, NodeLabel};
-use kt_directory::storage::{Cf, RocksStorage, StorageConfig, StorageError};
+use kt_directory::storage::{Cf, RocksStorage, SCHEMA_VERSION, StorageConfig, StorageError, Write};
 use proptest::prelude::*;
 
 mod support;
@@ -207,8 +207,22 @@ fn refuses_a_database_of_another_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
     drop(RocksStorage::open(&path, &StorageConfig::default()).expect("create"));
-    support::put_raw(&path, Cf::Meta, b"schema", &2u32.to_be_bytes());
-    let err = RocksStorage::open(&path, &StorageConfig::default()).expect_err("schema 2 must be refused");
-    assert!(matches!(err, StorageError::Schema { expected: 1, .. }), "{err}");
-    assert!(err.to_string().contains("storage schema 00000002"), "{err}");
+    let other = SCHEMA_VERSION + 1;
+    support::put_raw(&path, Cf::Meta, b"schema", &other.to_be_bytes());
+    let err = RocksStorage::open(&path, &StorageConfig::default()).expect_err("another schema must be refused");
+    assert!(
+        matches!(
+            err,
+            StorageError::Schema {
+                expected: SCHEMA_VERSION,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("storage schema {}", hex::encode(other.to_be_bytes()))),
+        "{err}"
+    );
 }

@@ -62,7 +62,7 @@ async fn sigkill_during_publish_reopens_at_a_whole_epoch() {
 
     for round in 0..ROUNDS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-kt-directory"))
-            .args(["demo", "--epochs", "1000", "--seed", &SEED.to_string()])
+            .args(["publish-sample", "--epochs", "1000", "--seed", &SEED.to_string()])
             .args([
                 "--updates-per-epoch",
                 &PER_EPOCH.to_string(),

@@ -90,6 +90,10 @@ pub enum StorageError {
         /// What this build writes.
         expected: u32,
     },
+    /// The publisher's commit hook refused akd's commit (it did not look like the epoch
+    /// the publisher staged): nothing was written.
+    #[error("commit hook refused the transaction: {0}")]
+    CommitHook(String),
     /// The blocking task running the RocksDB call died.
     #[error("storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

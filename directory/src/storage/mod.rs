@@ -26,15 +26,31 @@ use rocksdb::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Key of the akd `Azks` row in [`Cf::Meta`].
 const AZKS_KEY: &[u8] = b"azks";
 /// Key of the storage schema version in [`Cf::Meta`].
 const SCHEMA_KEY: &[u8] = b"schema";
 /// The on-disk layout this build reads and writes (column families, keys, codec).
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: adds the publisher's column families (queue, outcomes, heads, audit blobs).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// One write of the publisher's own, outside akd's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Put `value` at `key` in a column family.
+    Put(Cf, Vec<u8>, Vec<u8>),
+    /// Delete `key` from a column family.
+    Delete(Cf, Vec<u8>),
+}
+
+/// Computes extra writes from the records of akd's next transaction commit; they land
+/// in the same `WriteBatch`, so the publisher's bookkeeping (queue removal, outcomes,
+/// the signed head) is atomic with the epoch itself. An error aborts the commit.
+pub type CommitHook = Box<dyn FnOnce(&[DbRecord]) -> Result<Vec<Write>, StorageError> + Send>;
 
 /// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
 #[derive(Clone, Debug)]
@@ -42,7 +58,6 @@ pub struct RocksStorage {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     /// The open database; all column families of [`Cf::ALL`] exist in it.
     db: DB,
@@ -53,10 +68,22 @@ struct Inner {
     /// Set after any failed write: akd's in-memory view may now disagree with the disk,
     /// so further writes are refused until a restart re-reads it.
     fenced: AtomicBool,
+    /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
+    commit_hook: Mutex<Option<CommitHook>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("path", &self.path)
+            .field("sync_writes", &self.sync_writes)
+            .field("fenced", &self.fenced)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A raw `(key, value)` pair read from RocksDB.
-type RawEntry = (Vec<u8>, Vec<u8>);
+pub type RawEntry = (Vec<u8>, Vec<u8>);
 
 /// A storage key of one of akd's record kinds, in our layout.
 enum Key {
@@ -108,6 +135,7 @@ impl RocksStorage {
                 path,
                 sync_writes: config.sync_writes,
                 fenced: AtomicBool::new(false),
+                commit_hook: Mutex::new(None),
             }),
         };
         storage.inner.check_schema()?;
@@ -157,6 +185,115 @@ impl RocksStorage {
         Ok(v.unwrap_or(0))
     }
 
+    /// Stages `hook` for akd's next transaction commit (replacing any staged one).
+    pub fn stage_commit_hook(&self, hook: CommitHook) {
+        *self.inner.commit_hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
+    pub fn clear_commit_hook(&self) -> bool {
+        self.inner
+            .commit_hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some()
+    }
+
+    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Applies `writes` in one synced `WriteBatch`.
+    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StorageError> {
+        self.blocking(move |inner| {
+            let mut batch = WriteBatch::default();
+            inner.add_writes(&mut batch, writes)?;
+            inner.write(batch)
+        })
+        .await
+    }
+
+    /// One value of one of the publisher's column families.
+    pub async fn get_raw(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        self.blocking(move |inner| Ok(inner.get_raw(cf, &key)?.map(|v| v.to_vec())))
+            .await
+    }
+
+    /// Up to `limit` entries of `cf` with keys `>= from`, in key order.
+    pub async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
+        self.blocking(move |inner| {
+            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
+            let mut out = Vec::new();
+            it.seek(&from);
+            while out.len() < limit && it.valid() {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+                it.next();
+            }
+            it.status().map_err(|source| StorageError::Rocks {
+                cf,
+                op: "iterate",
+                source,
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The entry with the greatest key in `cf`.
+    pub async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
+        self.blocking(move |inner| {
+            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
+            it.seek_to_last();
+            let found = match (it.valid(), it.key(), it.value()) {
+                (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
+                _ => None,
+            };
+            it.status().map_err(|source| StorageError::Rocks {
+                cf,
+                op: "iterate",
+                source,
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Counts the entries of `cf` (a full scan: start-up only).
+    pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
+        self.blocking(move |inner| {
+            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
+            let mut n = 0u64;
+            it.seek_to_first();
+            while it.valid() {
+                n += 1;
+                it.next();
+            }
+            it.status().map_err(|source| StorageError::Rocks {
+                cf,
+                op: "iterate",
+                source,
+            })?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// `label`'s newest (version, value) at or before `epoch`, straight from RocksDB:
+    /// `None` only when the label truly has no state (unlike akd's lookup, which reports
+    /// every storage error as "not found").
+    pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
+        self.blocking(move |inner| {
+            Ok(inner
+                .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch))?
+                .map(|s| (s.version, s.epoch, s.value.0)))
+        })
+        .await
+    }
+
     /// Runs `f` on tokio's blocking pool: RocksDB calls block on disk.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
@@ -176,7 +313,14 @@ fn cf_options(cf: Cf, config: &StorageConfig, cache: &Cache) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let mut opts = Options::default();
-    if cf != Cf::Meta {
+    if cf == Cf::AuditBlobs {
+        // Proofs of large epochs run to tens of MB: keep them in blob files so
+        // compactions do not rewrite them.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(4096);
+        opts.set_blob_compression_type(DBCompressionType::Zstd);
+    }
+    if matches!(cf, Cf::TreeNodes | Cf::ValueStates) {
         table.set_bloom_filter(config.bloom_bits_per_key, false);
         table.set_whole_key_filtering(true);
         // Absent probes that reach a memtable are answered by its own bloom filter too.
@@ -245,9 +389,23 @@ impl Inner {
         })
     }
 
-    fn put_records(&self, records: &[DbRecord]) -> Result<(), StorageError> {
+    fn add_writes(&self, batch: &mut WriteBatch, writes: Vec<Write>) -> Result<(), StorageError> {
+        for w in writes {
+            match w {
+                Write::Put(cf, k, v) => batch.put_cf(self.cf(cf)?, k, v),
+                Write::Delete(cf, k) => batch.delete_cf(self.cf(cf)?, k),
+            }
+        }
+        Ok(())
+    }
+
+    fn put_records(&self, records: &[DbRecord], hook: Option<CommitHook>) -> Result<(), StorageError> {
         let (meta, nodes, states) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
         let mut batch = WriteBatch::default();
+        if let Some(hook) = hook {
+            let extra = hook(records)?;
+            self.add_writes(&mut batch, extra)?;
+        }
         for record in records {
             match record {
                 DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
@@ -312,6 +470,7 @@ impl Inner {
                 Cf::Meta => {
                     DbRecord::Azks(codec::decode_azks(&value).map_err(|e| StorageError::corrupt(Cf::Meta, key, e))?)
                 }
+                other => return Err(StorageError::BadKey(format!("akd records are not kept in {other}"))),
             });
         }
         Ok(out)
@@ -480,12 +639,22 @@ impl Database for RocksStorage {
         self.batch_set(vec![record], DbSetState::General).await
     }
 
-    /// One synced `WriteBatch`: a `TransactionCommit` (a whole epoch) lands atomically.
-    async fn batch_set(&self, records: Vec<DbRecord>, _state: DbSetState) -> Result<(), AkdStorageError> {
+    /// One synced `WriteBatch`: a `TransactionCommit` (a whole epoch) lands atomically,
+    /// together with the writes of a staged [`CommitHook`].
+    async fn batch_set(&self, records: Vec<DbRecord>, state: DbSetState) -> Result<(), AkdStorageError> {
         if records.is_empty() {
             return Ok(());
         }
-        Ok(self.blocking(move |inner| inner.put_records(&records)).await?)
+        let hook = match state {
+            DbSetState::TransactionCommit => self
+                .inner
+                .commit_hook
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+            DbSetState::General => None,
+        };
+        Ok(self.blocking(move |inner| inner.put_records(&records, hook)).await?)
     }
 
     async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {

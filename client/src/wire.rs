@@ -1,0 +1,262 @@
+//! The JSON bodies of the directory's HTTP API (`docs/api.md`), shared by the server,
+//! the auditor and clients. Proofs travel as akd's protobuf encoding in base64.
+
+use crate::head::SignedHead;
+use akd_core::proto::specs::types as pb;
+use akd_core::{HistoryProof, LookupProof};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use protobuf::Message;
+use serde::{Deserialize, Serialize};
+
+/// Why a proof in a response could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not base64.
+    #[error("{what} is not valid base64: {source}")]
+    Base64 {
+        /// Which field.
+        what: &'static str,
+        /// The decoder's reason.
+        source: base64::DecodeError,
+    },
+    /// Not a protobuf message of the expected type.
+    #[error("{what} is not a valid protobuf message: {source}")]
+    Protobuf {
+        /// Which field.
+        what: &'static str,
+        /// The decoder's reason.
+        source: protobuf::Error,
+    },
+    /// Well-formed protobuf whose content akd cannot convert (wrong lengths, missing fields).
+    #[error("{what} has invalid content: {reason}")]
+    Content {
+        /// Which field.
+        what: &'static str,
+        /// akd's reason.
+        reason: String,
+    },
+}
+
+fn decode_pb<M: Message>(b64: &str, what: &'static str) -> Result<M, WireError> {
+    let bytes = B64.decode(b64).map_err(|source| WireError::Base64 { what, source })?;
+    M::parse_from_bytes(&bytes).map_err(|source| WireError::Protobuf { what, source })
+}
+
+fn encode_pb<M: Message>(message: &M) -> String {
+    // Writing a message whose required fields are all set cannot fail; akd's conversions
+    // set every field. Fall back to an empty string rather than panic.
+    B64.encode(message.write_to_bytes().unwrap_or_default())
+}
+
+/// A lookup proof as base64 protobuf.
+pub fn encode_lookup_proof(proof: &LookupProof) -> String {
+    encode_pb(&pb::LookupProof::from(proof))
+}
+
+/// Parses a base64 protobuf lookup proof.
+pub fn decode_lookup_proof(b64: &str) -> Result<LookupProof, WireError> {
+    let what = "lookup proof";
+    let message: pb::LookupProof = decode_pb(b64, what)?;
+    LookupProof::try_from(&message).map_err(|e| WireError::Content {
+        what,
+        reason: format!("{e:?}"),
+    })
+}
+
+/// A history proof as base64 protobuf.
+pub fn encode_history_proof(proof: &HistoryProof) -> String {
+    encode_pb(&pb::HistoryProof::from(proof))
+}
+
+/// Parses a base64 protobuf history proof.
+pub fn decode_history_proof(b64: &str) -> Result<HistoryProof, WireError> {
+    let what = "history proof";
+    let message: pb::HistoryProof = decode_pb(b64, what)?;
+    HistoryProof::try_from(&message).map_err(|e| WireError::Content {
+        what,
+        reason: format!("{e:?}"),
+    })
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoResponse {
+    /// The directory's namespace (also inside every head).
+    pub namespace: String,
+    /// The ed25519 key heads are signed with, hex. Clients pin it out of band; this
+    /// field is a convenience, never a trust anchor.
+    pub signing_key: String,
+    /// The VRF public key, hex. Heads sign its blake3 hash.
+    pub vrf_public_key: String,
+    /// Seconds between scheduled epochs.
+    pub epoch_interval_secs: u64,
+    /// The newest epoch with a signed head.
+    pub latest_epoch: u64,
+}
+
+/// One update in `POST /v1/updates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateItem {
+    /// The device's identifier (UTF-8).
+    pub label: String,
+    /// Its public key bytes, base64 (standard alphabet, padded).
+    pub value: String,
+}
+
+/// `POST /v1/updates` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatesRequest {
+    /// The updates, applied in this order (a later update to the same label wins).
+    pub updates: Vec<UpdateItem>,
+}
+
+/// `202 Accepted` answer to `POST /v1/updates`: one id per update, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatesAccepted {
+    /// Ids to query with `GET /v1/updates/{id}`.
+    pub ids: Vec<u64>,
+}
+
+/// Where an accepted update stands. Every update ends in exactly one of the final
+/// states (all but `pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Durably queued, waiting for an epoch.
+    Pending,
+    /// In the directory as `version` of its label since `epoch`.
+    Published {
+        /// The epoch that published it.
+        epoch: u64,
+        /// The label's version it became.
+        version: u64,
+    },
+    /// A later update to the same label (`by`) was taken into the same epoch, so this
+    /// one was never published.
+    Superseded {
+        /// The id of the update that replaced it.
+        by: u64,
+    },
+    /// Its value was already the label's current value; akd publishes nothing for it.
+    Unchanged {
+        /// The epoch whose batch it was taken into.
+        epoch: u64,
+    },
+}
+
+/// `GET /v1/updates/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// The update id.
+    pub id: u64,
+    /// Its outcome so far.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// `POST /v1/epochs`: what the forced epoch did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochResponse {
+    /// The latest epoch afterwards (unchanged if nothing was published).
+    pub epoch: u64,
+    /// Whether a new epoch was published.
+    pub published: bool,
+    /// Updates taken from the queue.
+    pub taken: u64,
+    /// Updates still queued (beyond the per-epoch maximum, or accepted meanwhile).
+    pub queued: u64,
+    /// The head now current (new, or the previous one re-signed with a fresh time).
+    pub head: SignedHead,
+}
+
+/// `GET /v1/lookup/{label}`: a lookup proof and the head it verifies against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupResponse {
+    /// The label looked up.
+    pub label: String,
+    /// The signed head of the epoch the proof is at.
+    pub head: SignedHead,
+    /// akd `LookupProof`, protobuf, base64.
+    pub proof: String,
+}
+
+/// `POST /v1/lookup` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchLookupRequest {
+    /// Labels to look up (at most the server's batch limit).
+    pub labels: Vec<String>,
+}
+
+/// One label's result in a batch lookup: a proof, or why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchLookupItem {
+    /// The label.
+    pub label: String,
+    /// akd `LookupProof`, protobuf, base64; absent when `error` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// Why there is no proof (e.g. the label is not in the directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/lookup`: every proof is at the one head given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchLookupResponse {
+    /// The signed head all proofs verify against.
+    pub head: SignedHead,
+    /// One result per requested label, in request order.
+    pub results: Vec<BatchLookupItem>,
+}
+
+/// `GET /v1/history/{label}`: a history proof and the head it verifies against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The label.
+    pub label: String,
+    /// The signed head of the epoch the proof is at.
+    pub head: SignedHead,
+    /// `Some(n)`: the n most recent versions; `None`: complete history. The verifier
+    /// must use the same parameter.
+    pub most_recent: Option<u64>,
+    /// akd `HistoryProof`, protobuf, base64.
+    pub proof: String,
+}
+
+/// `GET /v1/audit/{epoch}`: the append-only proof from `epoch - 1` to `epoch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditBlobResponse {
+    /// The end epoch.
+    pub epoch: u64,
+    /// `"{epoch}/{hex previous root}/{hex root}"`: also its path at the host root.
+    pub name: String,
+    /// akd `SingleAppendOnlyProof`, protobuf, base64.
+    pub blob: String,
+}
+
+/// One entry of `GET /v1/audit?from=&limit=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditBlobEntry {
+    /// The end epoch.
+    pub epoch: u64,
+    /// The blob's name (also its path at the host root).
+    pub name: String,
+}
+
+/// `GET /v1/audit?from=&limit=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditListing {
+    /// Blobs in ascending epoch order.
+    pub blobs: Vec<AuditBlobEntry>,
+}
+
+/// The body of every 4xx/5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    pub error: String,
+}

@@ -1,0 +1,164 @@
+//! `kt-directory serve` settings: flags win over `KT_*` environment variables (both via
+//! clap), which win over the config file, which wins over the defaults.
+
+use crate::http::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The config file (TOML). Every key is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Seconds between scheduled epochs.
+    pub epoch_interval_secs: Option<u64>,
+    /// Most updates taken into one epoch.
+    pub max_updates_per_epoch: Option<usize>,
+    /// Most updates in one `POST /v1/updates`.
+    pub max_updates_per_request: Option<usize>,
+    /// Longest label, bytes.
+    pub max_label_bytes: Option<usize>,
+    /// Longest value, bytes.
+    pub max_value_bytes: Option<usize>,
+    /// Most labels in one batch lookup.
+    pub max_batch_lookup: Option<usize>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Longest read or intake request, seconds.
+    pub request_timeout_secs: Option<u64>,
+    /// RocksDB block cache, MiB.
+    pub block_cache_mib: Option<usize>,
+}
+
+/// Why the config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for [`FileConfig`].
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Resolved settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Time between scheduled epochs.
+    pub epoch_interval: Duration,
+    /// Most updates per epoch.
+    pub max_updates_per_epoch: usize,
+    /// API input limits.
+    pub limits: Limits,
+    /// RocksDB block cache, bytes.
+    pub block_cache_bytes: usize,
+}
+
+/// Settings given as flags or environment variables (`None`: not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen` / `KT_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--epoch-interval` / `KT_EPOCH_INTERVAL`.
+    pub epoch_interval_secs: Option<u64>,
+    /// `--max-updates-per-epoch` / `KT_MAX_UPDATES_PER_EPOCH`.
+    pub max_updates_per_epoch: Option<usize>,
+    /// `--block-cache-mib` / `KT_BLOCK_CACHE_MIB`.
+    pub block_cache_mib: Option<usize>,
+}
+
+impl ServeConfig {
+    /// Merges overrides over the file over the defaults, and checks ranges.
+    pub fn resolve(over: Overrides, file: FileConfig) -> Result<ServeConfig, ConfigError> {
+        let d = Limits::default();
+        let interval = over.epoch_interval_secs.or(file.epoch_interval_secs).unwrap_or(120);
+        if interval == 0 {
+            return Err(ConfigError::Invalid("epoch interval must be at least 1 second".into()));
+        }
+        let max_per_epoch = over
+            .max_updates_per_epoch
+            .or(file.max_updates_per_epoch)
+            .unwrap_or(200_000);
+        if max_per_epoch == 0 {
+            return Err(ConfigError::Invalid("max_updates_per_epoch must be at least 1".into()));
+        }
+        let limits = Limits {
+            max_updates_per_request: file.max_updates_per_request.unwrap_or(d.max_updates_per_request),
+            max_label_bytes: file.max_label_bytes.unwrap_or(d.max_label_bytes),
+            max_value_bytes: file.max_value_bytes.unwrap_or(d.max_value_bytes),
+            max_batch_lookup: file.max_batch_lookup.unwrap_or(d.max_batch_lookup),
+            max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
+            request_timeout: file.request_timeout_secs.map_or(d.request_timeout, Duration::from_secs),
+        };
+        Ok(ServeConfig {
+            listen: over
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            epoch_interval: Duration::from_secs(interval),
+            max_updates_per_epoch: max_per_epoch,
+            limits,
+            block_cache_bytes: over.block_cache_mib.or(file.block_cache_mib).unwrap_or(512) << 20,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9\"\nepoch_interval_secs = 5\nmax_label_bytes = 10").expect("toml");
+        let over = Overrides {
+            epoch_interval_secs: Some(7),
+            ..Overrides::default()
+        };
+        let c = ServeConfig::resolve(over, file).expect("resolve");
+        assert_eq!(c.epoch_interval, Duration::from_secs(7));
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(c.limits.max_label_bytes, 10);
+        assert_eq!(c.max_updates_per_epoch, 200_000);
+        assert!(toml::from_str::<FileConfig>("lissten = 1").is_err(), "typos are errors");
+        let zero = Overrides {
+            epoch_interval_secs: Some(0),
+            ..Overrides::default()
+        };
+        assert!(ServeConfig::resolve(zero, FileConfig::default()).is_err());
+    }
+}

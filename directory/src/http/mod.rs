@@ -1,0 +1,137 @@
+//! The directory's HTTP API (`docs/api.md`): public reads, operator writes, metrics.
+
+mod error;
+mod operator;
+mod read;
+#[cfg(test)]
+mod tests;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::publisher::{ReadView, Shared};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::timeout::TimeoutLayer;
+
+/// Input limits of the API.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most updates in one `POST /v1/updates`.
+    pub max_updates_per_request: usize,
+    /// Longest label, in bytes of UTF-8.
+    pub max_label_bytes: usize,
+    /// Longest value (public key), in bytes.
+    pub max_value_bytes: usize,
+    /// Most labels in one `POST /v1/lookup`.
+    pub max_batch_lookup: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time a read or intake request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_updates_per_request: 1000,
+            max_label_bytes: 256,
+            max_value_bytes: 1024,
+            max_batch_lookup: 100,
+            max_body_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything handlers need.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The publisher's shared state (views, queue, storage, keys).
+    pub shared: Shared,
+    /// blake3 of the operator token.
+    pub token_hash: blake3::Hash,
+    /// Input limits.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Seconds between scheduled epochs (reported in `/v1/info`).
+    pub epoch_interval_secs: u64,
+}
+
+impl AppState {
+    /// The current read view.
+    pub fn view(&self) -> Arc<ReadView> {
+        Arc::clone(&self.shared.views.borrow())
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.limits.request_timeout);
+    let bounded = Router::new()
+        .route("/v1/info", get(read::info))
+        .route("/v1/heads/latest", get(read::latest_head))
+        .route("/v1/heads/{epoch}", get(read::head))
+        .route("/v1/lookup/{label}", get(read::lookup))
+        .route("/v1/lookup", post(read::batch_lookup))
+        .route("/v1/history/{label}", get(read::history))
+        .route("/v1/audit", get(read::audit_listing))
+        .route("/v1/audit/{epoch}", get(read::audit_blob))
+        .route("/{epoch}/{previous}/{current}", get(read::audit_blob_by_name))
+        .route("/v1/updates", post(operator::post_updates))
+        .route("/v1/updates/{id}", get(operator::update_status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .layer(timeout);
+    // A forced epoch takes as long as the publish: no request timeout.
+    Router::new()
+        .route("/v1/epochs", post(operator::post_epoch))
+        .merge(bounded)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see docs/api.md".into())
+}
+
+/// Counts and times every request by its route pattern (never the raw path: labels
+/// would explode the metric's cardinality).
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.http_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render().map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// 200 while the publisher runs; 503 with the reason once it refuses to go on.
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    match state.shared.failure.reason() {
+        Some(reason) => Err(ApiError::Unavailable(format!("publisher stopped: {reason}"))),
+        None => Ok("ok\n"),
+    }
+}

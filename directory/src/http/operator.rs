@@ -1,0 +1,155 @@
+//! Operator routes: update intake, update status, forced epochs. Bearer token only.
+
+use super::error::rejection;
+use super::{ApiError, AppState};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kt_client::wire::{EpochResponse, UpdateStatus, UpdatesAccepted, UpdatesRequest};
+use std::time::Duration;
+
+/// How long `POST /v1/epochs` waits for a publisher busy with a long epoch.
+const EPOCH_WAIT: Duration = Duration::from_secs(1800);
+
+/// Checks `Authorization: Bearer <token>`; compares blake3 hashes (constant time).
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized("missing Authorization: Bearer <operator token>"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized(
+            "Authorization must be 'Bearer <operator token>'",
+        ))?;
+    // blake3::Hash's equality is constant-time.
+    if blake3::hash(token.trim().as_bytes()) != state.token_hash {
+        return Err(ApiError::Unauthorized("invalid operator token"));
+    }
+    Ok(())
+}
+
+/// Validates a label: non-empty UTF-8 (guaranteed by `String`), bounded, no control
+/// characters (they end up in logs and terminals).
+pub(super) fn check_label(label: &str, max: usize, at: &str) -> Result<(), ApiError> {
+    if label.is_empty() {
+        return Err(ApiError::bad_request(format!("{at}: empty label")));
+    }
+    if label.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{at}: label is {} bytes, the limit is {max}",
+            label.len()
+        )));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{at}: label contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/updates`: validates everything, then answers 202 only after the synced
+/// RocksDB write holding the updates has returned.
+pub(super) async fn post_updates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<UpdatesRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<UpdatesAccepted>), ApiError> {
+    authorize(&state, &headers)?;
+    if let Some(reason) = state.shared.failure.reason() {
+        return Err(ApiError::Unavailable(format!(
+            "publisher stopped, not accepting updates: {reason}"
+        )));
+    }
+    let Json(request) = body.map_err(|r| rejection(r.status(), r.body_text()))?;
+    let limits = &state.limits;
+    if request.updates.is_empty() {
+        return Err(ApiError::bad_request("updates: empty list"));
+    }
+    if request.updates.len() > limits.max_updates_per_request {
+        return Err(ApiError::bad_request(format!(
+            "updates: {} updates, the limit per request is {}",
+            request.updates.len(),
+            limits.max_updates_per_request
+        )));
+    }
+    let mut batch = Vec::with_capacity(request.updates.len());
+    for (i, update) in request.updates.into_iter().enumerate() {
+        check_label(&update.label, limits.max_label_bytes, &format!("updates[{i}].label"))?;
+        let value = B64
+            .decode(&update.value)
+            .map_err(|e| ApiError::bad_request(format!("updates[{i}].value: not base64: {e}")))?;
+        if value.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "updates[{i}].value: empty value (akd reserves the empty value as a tombstone)"
+            )));
+        }
+        if value.len() > limits.max_value_bytes {
+            return Err(ApiError::bad_request(format!(
+                "updates[{i}].value: {} bytes, the limit is {}",
+                value.len(),
+                limits.max_value_bytes
+            )));
+        }
+        batch.push((update.label.into_bytes(), value));
+    }
+    let count = batch.len();
+    let ids = match state.shared.queue.accept(batch).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            if state.shared.storage.is_fenced() {
+                state.metrics.publisher_failed.set(1);
+                state.shared.failure.set(format!("update intake write failed: {e}"));
+            }
+            return Err(e.into());
+        }
+    };
+    state.metrics.updates_accepted.inc_by(count as u64);
+    state
+        .metrics
+        .queue_depth
+        .set(i64::try_from(state.shared.queue.depth()).unwrap_or(i64::MAX));
+    tracing::debug!(count, first = ids.first().copied(), "accepted updates");
+    Ok((StatusCode::ACCEPTED, Json(UpdatesAccepted { ids })))
+}
+
+/// `GET /v1/updates/{id}`.
+pub(super) async fn update_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<UpdateStatus>, ApiError> {
+    authorize(&state, &headers)?;
+    let Path(id) = id.map_err(|r| ApiError::bad_request(format!("update id: {}", r.body_text())))?;
+    match state.shared.queue.status(id).await? {
+        Some(outcome) => Ok(Json(UpdateStatus { id, outcome })),
+        None => Err(ApiError::NotFound(format!("no update with id {id} was ever accepted"))),
+    }
+}
+
+/// `POST /v1/epochs`: publish now (tests and demos); answers when the epoch is done.
+pub(super) async fn post_epoch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<EpochResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .shared
+        .triggers
+        .send(reply)
+        .await
+        .map_err(|_| ApiError::Unavailable("the publisher is shutting down".into()))?;
+    match tokio::time::timeout(EPOCH_WAIT, answer).await {
+        Ok(Ok(result)) => Ok(Json(result?)),
+        Ok(Err(_)) => Err(ApiError::Unavailable("the publisher is shutting down".into())),
+        Err(_) => Err(ApiError::Unavailable(
+            "the publisher did not finish the epoch in time".into(),
+        )),
+    }
+}

@@ -1,0 +1,345 @@
+//! Public read routes: info, heads, lookups, histories, audit blobs.
+//!
+//! A proof and its head always come from one [`ReadView`]: akd proves at the epoch its
+//! view reads, and the view's head is that epoch's. If akd ever answers at another
+//! epoch (the disk moved on under a view being replaced), the request waits for the
+//! next view and retries rather than pair a proof with the wrong head.
+
+use super::operator::check_label;
+use super::{ApiError, AppState};
+use crate::publisher::ReadView;
+use crate::storage::Cf;
+use akd::{AkdLabel, HistoryParams};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kt_client::head::{SignedHead, hex_array};
+use kt_client::wire::{
+    AuditBlobEntry, AuditBlobResponse, AuditListing, BatchLookupItem, BatchLookupRequest, BatchLookupResponse,
+    HistoryResponse, InfoResponse, LookupResponse, encode_history_proof, encode_lookup_proof,
+};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Attempts at pairing a proof with its head before answering 503.
+const ATTEMPTS: usize = 3;
+/// How long a retry waits for the next read view.
+const VIEW_WAIT: Duration = Duration::from_secs(2);
+/// Most entries in one audit listing.
+const MAX_LISTING: u64 = 1000;
+
+fn path_err(what: &str, r: &PathRejection) -> ApiError {
+    ApiError::bad_request(format!("{what}: {}", r.body_text()))
+}
+
+/// Runs `f` on the current view until akd answers at that view's epoch.
+async fn on_view<T, F, Fut>(state: &AppState, mut f: F) -> Result<(T, Arc<ReadView>), ApiError>
+where
+    F: FnMut(Arc<ReadView>) -> Fut,
+    Fut: Future<Output = Result<(T, u64), ApiError>>,
+{
+    let mut views = state.shared.views.clone();
+    for _ in 0..ATTEMPTS {
+        let view = Arc::clone(&views.borrow_and_update());
+        let (out, epoch) = f(Arc::clone(&view)).await?;
+        if epoch == view.head.head.epoch {
+            return Ok((out, view));
+        }
+        tracing::debug!(
+            view = view.head.head.epoch,
+            akd = epoch,
+            "epoch moved during a read; retrying"
+        );
+        let _ = tokio::time::timeout(VIEW_WAIT, views.changed()).await;
+    }
+    Err(ApiError::Unavailable("a new epoch is being installed; retry".into()))
+}
+
+/// 404 unless `label` has a value at or before `epoch`, by our own index (akd reports
+/// every storage error during a lookup as "not found"; we must not).
+async fn ensure_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
+    Ok(state
+        .shared
+        .storage
+        .latest_state(label.as_bytes().to_vec(), epoch)
+        .await?
+        .is_some())
+}
+
+fn unknown(label: &str, epoch: u64) -> ApiError {
+    ApiError::NotFound(format!("label {label:?} is not in the directory at epoch {epoch}"))
+}
+
+/// `GET /v1/info`.
+pub(super) async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
+    Json(InfoResponse {
+        namespace: state.shared.namespace.clone(),
+        signing_key: hex::encode(state.shared.signing_key.as_bytes()),
+        vrf_public_key: hex::encode(&state.shared.vrf_public_key),
+        epoch_interval_secs: state.epoch_interval_secs,
+        latest_epoch: state.view().head.head.epoch,
+    })
+}
+
+/// `GET /v1/heads/latest`: the freshest signature of the latest epoch.
+pub(super) async fn latest_head(State(state): State<AppState>) -> Json<SignedHead> {
+    Json(state.view().head.clone())
+}
+
+async fn stored_head(state: &AppState, epoch: u64) -> Result<SignedHead, ApiError> {
+    let view = state.view();
+    if epoch == view.head.head.epoch {
+        return Ok(view.head.clone());
+    }
+    if epoch > view.head.head.epoch {
+        return Err(ApiError::NotFound(format!(
+            "epoch {epoch} does not exist yet (latest is {})",
+            view.head.head.epoch
+        )));
+    }
+    let bytes = state
+        .shared
+        .storage
+        .get_raw(Cf::Heads, epoch.to_be_bytes().to_vec())
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("no head stored for past epoch {epoch}")))?;
+    SignedHead::from_bytes(&bytes).map_err(|e| ApiError::Internal(format!("stored head of epoch {epoch}: {e}")))
+}
+
+/// `GET /v1/heads/{epoch}`.
+pub(super) async fn head(
+    State(state): State<AppState>,
+    epoch: Result<Path<u64>, PathRejection>,
+) -> Result<Json<SignedHead>, ApiError> {
+    let Path(epoch) = epoch.map_err(|r| path_err("epoch", &r))?;
+    Ok(Json(stored_head(&state, epoch).await?))
+}
+
+/// `GET /v1/lookup/{label}`.
+pub(super) async fn lookup(
+    State(state): State<AppState>,
+    label: Result<Path<String>, PathRejection>,
+) -> Result<Json<LookupResponse>, ApiError> {
+    let Path(label) = label.map_err(|r| path_err("label", &r))?;
+    check_label(&label, state.limits.max_label_bytes, "label")?;
+    let (proof, view) = on_view(&state, |view| {
+        let (state, label) = (state.clone(), label.clone());
+        async move {
+            let epoch = view.head.head.epoch;
+            if !ensure_known(&state, &label, epoch).await? {
+                return Err(unknown(&label, epoch));
+            }
+            let (proof, at) = view.dir.lookup(AkdLabel::from(label.as_str())).await?;
+            Ok((proof, at.0))
+        }
+    })
+    .await?;
+    Ok(Json(LookupResponse {
+        label,
+        head: view.head.clone(),
+        proof: encode_lookup_proof(&proof),
+    }))
+}
+
+/// `POST /v1/lookup`: one head, a result per label (unknown labels get an error entry
+/// instead of failing the batch, as akd's `batch_lookup` would).
+pub(super) async fn batch_lookup(
+    State(state): State<AppState>,
+    body: Result<Json<BatchLookupRequest>, JsonRejection>,
+) -> Result<Json<BatchLookupResponse>, ApiError> {
+    let Json(request) = body.map_err(|r| super::error::rejection(r.status(), r.body_text()))?;
+    if request.labels.is_empty() || request.labels.len() > state.limits.max_batch_lookup {
+        return Err(ApiError::bad_request(format!(
+            "labels: between 1 and {} labels per request, got {}",
+            state.limits.max_batch_lookup,
+            request.labels.len()
+        )));
+    }
+    for (i, label) in request.labels.iter().enumerate() {
+        check_label(label, state.limits.max_label_bytes, &format!("labels[{i}]"))?;
+    }
+    let (results, view) = on_view(&state, |view| {
+        let (state, labels) = (state.clone(), request.labels.clone());
+        async move {
+            let epoch = view.head.head.epoch;
+            let mut known = Vec::new();
+            for label in &labels {
+                if ensure_known(&state, label, epoch).await? && !known.contains(label) {
+                    known.push(label.clone());
+                }
+            }
+            let mut proofs = std::collections::HashMap::new();
+            let mut at = epoch;
+            if !known.is_empty() {
+                let akd_labels: Vec<AkdLabel> = known.iter().map(|l| AkdLabel::from(l.as_str())).collect();
+                let (got, hash) = view.dir.batch_lookup(&akd_labels).await?;
+                at = hash.0;
+                proofs.extend(known.into_iter().zip(got));
+            }
+            let results = labels
+                .into_iter()
+                .map(|label| match proofs.get(&label) {
+                    Some(p) => BatchLookupItem {
+                        proof: Some(encode_lookup_proof(p)),
+                        error: None,
+                        label,
+                    },
+                    None => BatchLookupItem {
+                        proof: None,
+                        error: Some(format!("label is not in the directory at epoch {epoch}")),
+                        label,
+                    },
+                })
+                .collect();
+            Ok((results, at))
+        }
+    })
+    .await?;
+    Ok(Json(BatchLookupResponse {
+        head: view.head.clone(),
+        results,
+    }))
+}
+
+/// Query of `GET /v1/history/{label}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    /// Only the n most recent versions (all by default).
+    most_recent: Option<u64>,
+}
+
+/// `GET /v1/history/{label}?most_recent=N`.
+pub(super) async fn history(
+    State(state): State<AppState>,
+    label: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let Path(label) = label.map_err(|r| path_err("label", &r))?;
+    check_label(&label, state.limits.max_label_bytes, "label")?;
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let params = match query.most_recent {
+        None => HistoryParams::Complete,
+        Some(0) => return Err(ApiError::bad_request("most_recent must be at least 1")),
+        Some(n) => HistoryParams::MostRecent(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let (proof, view) = on_view(&state, |view| {
+        let (state, label) = (state.clone(), label.clone());
+        async move {
+            let epoch = view.head.head.epoch;
+            if !ensure_known(&state, &label, epoch).await? {
+                return Err(unknown(&label, epoch));
+            }
+            let (proof, at) = view.dir.key_history(&AkdLabel::from(label.as_str()), params).await?;
+            Ok((proof, at.0))
+        }
+    })
+    .await?;
+    Ok(Json(HistoryResponse {
+        label,
+        head: view.head.clone(),
+        most_recent: query.most_recent,
+        proof: encode_history_proof(&proof),
+    }))
+}
+
+/// The blob name and bytes of the audit blob ending at `epoch`.
+async fn blob(state: &AppState, epoch: u64) -> Result<(String, Vec<u8>), ApiError> {
+    let latest = state.shared.latest_blob_epoch.load(std::sync::atomic::Ordering::SeqCst);
+    if epoch == 0 || epoch > latest {
+        return Err(ApiError::NotFound(format!(
+            "no audit blob for epoch {epoch} (blobs exist for epochs 1 to {latest})"
+        )));
+    }
+    let head = stored_head(state, epoch).await?.head;
+    let data = state
+        .shared
+        .storage
+        .get_raw(Cf::AuditBlobs, epoch.to_be_bytes().to_vec())
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("audit blob of epoch {epoch} is missing")))?;
+    Ok((blob_name(epoch, &head.previous_root, &head.root), data))
+}
+
+fn blob_name(epoch: u64, previous: &[u8; 32], current: &[u8; 32]) -> String {
+    format!("{epoch}/{}/{}", hex::encode(previous), hex::encode(current))
+}
+
+/// `GET /v1/audit/{epoch}`.
+pub(super) async fn audit_blob(
+    State(state): State<AppState>,
+    epoch: Result<Path<u64>, PathRejection>,
+) -> Result<Json<AuditBlobResponse>, ApiError> {
+    let Path(epoch) = epoch.map_err(|r| path_err("epoch", &r))?;
+    let (name, data) = blob(&state, epoch).await?;
+    Ok(Json(AuditBlobResponse {
+        epoch,
+        name,
+        blob: B64.encode(data),
+    }))
+}
+
+/// `GET /{epoch}/{hex previous root}/{hex root}`: the raw blob, WhatsApp-style.
+pub(super) async fn audit_blob_by_name(
+    State(state): State<AppState>,
+    parts: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound("no such audit blob".into());
+    let Path((epoch, previous, current)) = parts.map_err(|_| not_found())?;
+    let epoch: u64 = epoch.parse().map_err(|_| not_found())?;
+    let previous: [u8; 32] = hex_array(&previous, "previous root").map_err(|_| not_found())?;
+    let current: [u8; 32] = hex_array(&current, "root").map_err(|_| not_found())?;
+    let (name, data) = blob(&state, epoch).await?;
+    if name != blob_name(epoch, &previous, &current) {
+        return Err(ApiError::NotFound(format!(
+            "the audit blob of epoch {epoch} is named {name}"
+        )));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(data)).into_response())
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListingQuery {
+    /// First epoch (default 1).
+    from: Option<u64>,
+    /// Most entries (default and maximum 1000).
+    limit: Option<u64>,
+}
+
+/// `GET /v1/audit?from=&limit=`: blob names by epoch.
+pub(super) async fn audit_listing(
+    State(state): State<AppState>,
+    query: Result<Query<ListingQuery>, QueryRejection>,
+) -> Result<Json<AuditListing>, ApiError> {
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let from = query.from.unwrap_or(1).max(1);
+    let limit = query.limit.unwrap_or(MAX_LISTING).min(MAX_LISTING);
+    let latest = state.shared.latest_blob_epoch.load(std::sync::atomic::Ordering::SeqCst);
+    let mut blobs = Vec::new();
+    if limit > 0 && from <= latest {
+        let count = usize::try_from(limit.min(latest - from + 1)).unwrap_or(usize::MAX);
+        for (key, value) in state
+            .shared
+            .storage
+            .scan(Cf::Heads, from.to_be_bytes().to_vec(), count)
+            .await?
+        {
+            let head = SignedHead::from_bytes(&value)
+                .map_err(|e| ApiError::Internal(format!("stored head at {}: {e}", hex::encode(&key))))?
+                .head;
+            blobs.push(AuditBlobEntry {
+                epoch: head.epoch,
+                name: blob_name(head.epoch, &head.previous_root, &head.root),
+            });
+        }
+    }
+    Ok(Json(AuditListing { blobs }))
+}

@@ -1,0 +1,77 @@
+//! `kt-directory serve`: the publisher loop and the HTTP API in one process, until
+//! SIGINT or SIGTERM.
+
+use crate::config::ServeConfig;
+use crate::datadir::DataDir;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::storage::StorageConfig;
+use anyhow::Context;
+use std::io::Write;
+use tokio::sync::watch;
+
+/// Runs the directory on `data` until a shutdown signal.
+pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+    let keys = data.load()?;
+    let token_hash = keys.token_hash;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let storage = StorageConfig {
+        block_cache_bytes: config.block_cache_bytes,
+        ..StorageConfig::default()
+    };
+    let publisher_config = PublisherConfig {
+        db_path: data.db(),
+        storage,
+        max_per_epoch: config.max_updates_per_epoch,
+    };
+    let (publisher, shared, triggers) = Publisher::open(publisher_config, keys, metrics.clone())
+        .await
+        .with_context(|| format!("opening the directory in {}", data.root().display()))?;
+    let state = AppState {
+        shared,
+        token_hash,
+        limits: config.limits.clone(),
+        metrics,
+        epoch_interval_secs: config.epoch_interval.as_secs(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests read the bound address (the port may be 0) from this line.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
+
+    let (stop, stopped) = watch::channel(false);
+    let publisher = tokio::spawn(publisher.run(config.epoch_interval, triggers, stopped));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    let _ = stop.send(true);
+    publisher.await.context("publisher task")?;
+    tracing::info!("kt-directory stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

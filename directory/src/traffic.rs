@@ -1,0 +1,154 @@
+//! `kt-directory sample-traffic`: feeds a running directory deterministic sample
+//! updates over HTTP, forces epochs, and verifies a lookup and a history proof of what
+//! it published. The demo's traffic source, and a smoke test of the whole API.
+
+use crate::sample;
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kt_client::verify::PinnedKeys;
+use kt_client::wire::{
+    EpochResponse, HistoryResponse, InfoResponse, LookupResponse, UpdateItem, UpdatesAccepted, UpdatesRequest,
+};
+
+/// Largest request the traffic source sends (the server's default limit).
+const CHUNK: usize = 1000;
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    /// Base URL of the directory, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The operator token.
+    pub token: String,
+    /// Epochs to publish.
+    pub epochs: u64,
+    /// Updates per epoch.
+    pub updates_per_epoch: usize,
+    /// Sample devices the updates are drawn from.
+    pub population: u64,
+    /// Seed of the sample traffic.
+    pub seed: u64,
+    /// The directory's signing key, hex, pinned out of band. `None`: trust `/v1/info`
+    /// (fine for a demo against your own server, never for a real client).
+    pub directory_key: Option<String>,
+}
+
+async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    bail!("{what}: HTTP {status}: {body}")
+}
+
+/// Sends the traffic and verifies the result; prints one line per step.
+pub async fn run(t: Traffic) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = t.url.trim_end_matches('/').to_owned();
+    let info: InfoResponse = check(http.get(format!("{url}/v1/info")).send().await?, "GET /v1/info")
+        .await?
+        .json()
+        .await?;
+    let key_hex = t.directory_key.clone().unwrap_or_else(|| info.signing_key.clone());
+    let key: [u8; 32] = kt_client::head::hex_array(&key_hex, "directory key")?;
+    let pinned = PinnedKeys {
+        directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key).context("directory key")?,
+        vrf_public_key: hex::decode(&info.vrf_public_key).context("VRF key in /v1/info")?,
+    };
+    println!("directory namespace={} epoch={}", info.namespace, info.latest_epoch);
+    let mut last_batch = Vec::new();
+    for i in 1..=t.epochs {
+        let batch = sample::updates(t.seed, info.latest_epoch + i, t.updates_per_epoch, t.population);
+        for chunk in batch.chunks(CHUNK) {
+            let body = UpdatesRequest {
+                updates: chunk
+                    .iter()
+                    .map(|(l, v)| UpdateItem {
+                        label: String::from_utf8_lossy(&l.0).into_owned(),
+                        value: B64.encode(&v.0),
+                    })
+                    .collect(),
+            };
+            let accepted: UpdatesAccepted = check(
+                http.post(format!("{url}/v1/updates"))
+                    .bearer_auth(&t.token)
+                    .json(&body)
+                    .send()
+                    .await?,
+                "POST /v1/updates",
+            )
+            .await?
+            .json()
+            .await?;
+            tracing::debug!(count = accepted.ids.len(), "updates accepted");
+        }
+        let epoch: EpochResponse = check(
+            http.post(format!("{url}/v1/epochs"))
+                .bearer_auth(&t.token)
+                .send()
+                .await?,
+            "POST /v1/epochs",
+        )
+        .await?
+        .json()
+        .await?;
+        pinned.check_head(&epoch.head)?;
+        println!(
+            "published epoch={} taken={} queued={} root={}",
+            epoch.epoch,
+            epoch.taken,
+            epoch.queued,
+            hex::encode(epoch.head.head.root)
+        );
+        last_batch = batch;
+    }
+    let Some((label, value)) = last_batch.first() else {
+        return Ok(());
+    };
+    let label = String::from_utf8_lossy(&label.0).into_owned();
+    let encoded = percent_encode(&label);
+    let lookup: LookupResponse = check(
+        http.get(format!("{url}/v1/lookup/{encoded}")).send().await?,
+        "GET /v1/lookup",
+    )
+    .await?
+    .json()
+    .await?;
+    let found = pinned.lookup_response(&lookup)?;
+    if found.value.0 != value.0 {
+        bail!("lookup of {label} verified but shows another value than the one sent");
+    }
+    println!(
+        "verified lookup label={label} version={} epoch={}",
+        found.version, lookup.head.head.epoch
+    );
+    let history: HistoryResponse = check(
+        http.get(format!("{url}/v1/history/{encoded}")).send().await?,
+        "GET /v1/history",
+    )
+    .await?
+    .json()
+    .await?;
+    let versions = pinned.history_response(&history)?;
+    println!(
+        "verified history label={label} versions={} epoch={}",
+        versions.len(),
+        history.head.head.epoch
+    );
+    Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a path segment.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,291 @@
+//! Shared helpers of the end-to-end tests: real `kt-directory` processes on 127.0.0.1:0
+//! and a small HTTP client for them.
+#![allow(dead_code)]
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kt_client::head::SignedHead;
+use kt_client::verify::PinnedKeys;
+use kt_client::wire::{EpochResponse, Outcome, UpdateStatus, UpdatesAccepted};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The directory binary under test.
+pub const DIRECTORY: &str = env!("CARGO_BIN_EXE_e2e-kt-directory");
+/// No sign of life from a child for this long fails the test instead of hanging it.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What `kt-directory init` printed.
+#[derive(Debug, Clone)]
+pub struct Initialized {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Keys to pin.
+    pub pinned: PinnedKeys,
+    /// The operator token.
+    pub token: String,
+}
+
+/// Runs `kt-directory init` and parses its output.
+pub fn init(data_dir: &Path, namespace: &str) -> Initialized {
+    let out = Command::new(DIRECTORY)
+        .args(["init", "--namespace", namespace, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run init");
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("init printed no {name}: {stdout}"))
+            .to_owned()
+    };
+    let key: [u8; 32] = hex::decode(field("signing_key"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let token_file = field("token_file");
+    Initialized {
+        data_dir: data_dir.to_path_buf(),
+        pinned: PinnedKeys {
+            directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key).expect("key"),
+            vrf_public_key: hex::decode(field("vrf_public_key")).expect("hex"),
+        },
+        token: std::fs::read_to_string(token_file).expect("token").trim().to_owned(),
+    }
+}
+
+/// A running `kt-directory serve`; killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `serve` on 127.0.0.1:0 with `extra` arguments and waits for its address.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(DIRECTORY)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--block-cache-mib",
+                "32",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kt-directory serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            let line = rx
+                .recv_timeout(STARTUP_TIMEOUT)
+                .expect("kt-directory serve printed no address");
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_owned();
+            }
+        };
+        Server { child, url }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let status = self.child.wait().expect("wait");
+        assert!(!status.success(), "the server should have died of SIGKILL");
+    }
+
+    /// SIGTERM, and expect a clean exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        assert!(ok.success());
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "kt-directory should exit 0 on SIGTERM, got {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of one directory.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Base URL.
+    pub url: String,
+    /// Operator token.
+    pub token: String,
+    /// HTTP client (with a timeout: a hung server fails the test).
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// A client of `url`.
+    pub fn new(url: &str, token: &str) -> Api {
+        Api {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// POST /v1/updates; `Err` on transport errors or a non-202.
+    pub async fn post_updates(&self, updates: &[(String, Vec<u8>)]) -> Result<Vec<u64>, String> {
+        let body = json!({"updates": updates.iter().map(|(l, v)| json!({"label": l, "value": B64.encode(v)})).collect::<Vec<_>>()});
+        let response = self
+            .http
+            .post(format!("{}/v1/updates", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        Ok(response.json::<UpdatesAccepted>().await.map_err(|e| e.to_string())?.ids)
+    }
+
+    /// POST /v1/epochs.
+    pub async fn epoch(&self) -> Result<EpochResponse, String> {
+        let response = self
+            .http
+            .post(format!("{}/v1/epochs", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "HTTP {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ));
+        }
+        response.json().await.map_err(|e| e.to_string())
+    }
+
+    /// GET /v1/updates/{id}.
+    pub async fn outcome(&self, id: u64) -> Outcome {
+        let response = self
+            .http
+            .get(format!("{}/v1/updates/{id}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /v1/updates");
+        assert!(
+            response.status().is_success(),
+            "update {id}: HTTP {}",
+            response.status()
+        );
+        response.json::<UpdateStatus>().await.expect("json").outcome
+    }
+
+    /// GET a JSON document.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(response.status().is_success(), "GET {path}: HTTP {}", response.status());
+        response.json().await.expect("json")
+    }
+
+    /// GET raw bytes and the status.
+    pub async fn get_raw(&self, path: &str) -> (u16, Vec<u8>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+
+    /// Every signed head from 0 to the latest, checked: signatures with the pinned key
+    /// and an unbroken root chain.
+    pub async fn verified_chain(&self, pinned: &PinnedKeys) -> Vec<SignedHead> {
+        let latest: SignedHead = self.get("/v1/heads/latest").await;
+        pinned.check_head(&latest).expect("latest head verifies");
+        let mut heads: Vec<SignedHead> = Vec::new();
+        for epoch in 0..=latest.head.epoch {
+            let head: SignedHead = self.get(&format!("/v1/heads/{epoch}")).await;
+            pinned.check_head(&head).expect("head verifies");
+            assert_eq!(head.head.epoch, epoch);
+            let previous = heads.last().map_or([0; 32], |h| h.head.root);
+            assert_eq!(head.head.previous_root, previous, "root chain broken at epoch {epoch}");
+            heads.push(head);
+        }
+        assert_eq!(heads.last().map(|h| h.head.root), Some(latest.head.root));
+        heads
+    }
+
+    /// Downloads every audit blob into `folder` as `{epoch}/{prev}/{cur}` files.
+    pub async fn download_blobs(&self, heads: &[SignedHead], folder: &Path) {
+        for head in heads.iter().skip(1) {
+            let name = format!(
+                "{}/{}/{}",
+                head.head.epoch,
+                hex::encode(head.head.previous_root),
+                hex::encode(head.head.root)
+            );
+            let (status, bytes) = self.get_raw(&format!("/{name}")).await;
+            assert_eq!(status, 200, "audit blob {name}");
+            let path = folder.join(&name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write blob");
+        }
+    }
+}
+
+/// Runs `kt-auditor audit-blobs` on `folder`; panics with its output unless it passes.
+pub fn audit_folder(folder: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_e2e-kt-auditor"))
+        .arg("audit-blobs")
+        .arg(folder)
+        .output()
+        .expect("run kt-auditor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kt-auditor audit-blobs failed: {text}");
+    text
+}
