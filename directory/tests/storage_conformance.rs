@@ -5,7 +5,7 @@ use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
 use akd::storage::{Database, DbSetState};
 use akd::{AkdLabel, NodeLabel};
-use kt_directory::storage::{Cf, RocksStorage, SCHEMA_VERSION, StorageConfig, StorageError, Write};
+use kt_directory::storage::{Cf, RocksStorage, SCHEMA_VERSION, StorageConfig, StorageError};
 use proptest::prelude::*;
 
 mod support;
