@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install build deps, format check, clippy,
-# every test (unit, conformance, differential, recovery, SIGKILL end-to-end), all in the
+# every test (unit and HTTP API, head vectors, conformance, differential, recovery,
+# end-to-end with real processes and SIGKILL), all in the
 # release profile (one RocksDB build serves them all). Prints each stage's duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +31,10 @@ stage "client library without cli feature" cargo build --release --locked -p kt-
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
+stage "signed-head test vectors" tests cargo test --release --locked -p kt-client --test head_vectors
 stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
-stage "end-to-end (SIGKILL recovery, audit blobs)" tests cargo test --release --locked -p kt-e2e
+stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs)" tests cargo test --release --locked -p kt-e2e
 echo "=== all stages passed in $SECONDS s"
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
