@@ -200,3 +200,126 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
     eprintln!("{} epochs, chain and audit blobs verified", heads.len() - 1);
     server.terminate();
 }
+
+/// Lookups and histories keep being served while epochs are published back to back, and
+/// every proof verifies against the head it came with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_publishing_always_verify() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = init(&tmp.path().join("data"), "reads");
+    let server = Server::start(&dir.data_dir, &["--epoch-interval", "3600"]);
+    let api = Api::new(&server.url, &dir.token);
+    let labels: Vec<String> = (0..30).map(|i| format!("reader-{i}")).collect();
+    let first: Vec<(String, Vec<u8>)> = labels.iter().map(|l| (l.clone(), b"v0".to_vec())).collect();
+    api.post_updates(&first).await.expect("202");
+    api.epoch().await.expect("epoch 1");
+
+    const EPOCHS: u64 = 12;
+    let publisher = {
+        let (api, labels) = (api.clone(), labels.clone());
+        tokio::spawn(async move {
+            for round in 1..=EPOCHS {
+                let batch: Vec<(String, Vec<u8>)> = labels
+                    .iter()
+                    .map(|l| (l.clone(), format!("v{round}").into_bytes()))
+                    .collect();
+                api.post_updates(&batch).await.expect("202");
+                api.epoch().await.expect("epoch");
+            }
+        })
+    };
+    let mut reads = 0u64;
+    let mut epochs_seen = std::collections::BTreeSet::new();
+    let mut i = 0usize;
+    while !publisher.is_finished() {
+        let label = &labels[i % labels.len()];
+        i += 1;
+        let lookup: LookupResponse = api.get(&format!("/v1/lookup/{label}")).await;
+        let found = dir
+            .pinned
+            .lookup_response(&lookup)
+            .unwrap_or_else(|e| panic!("lookup at epoch {} does not verify: {e}", lookup.head.head.epoch));
+        // Epoch e holds value v(e-1) for every label, version e.
+        let epoch = lookup.head.head.epoch;
+        assert_eq!(found.value.0, format!("v{}", epoch - 1).into_bytes());
+        assert_eq!(found.version, epoch);
+        epochs_seen.insert(epoch);
+        if i % 5 == 0 {
+            let history: HistoryResponse = api.get(&format!("/v1/history/{label}?most_recent=2")).await;
+            dir.pinned.history_response(&history).expect("history verifies");
+        }
+        reads += 1;
+    }
+    publisher.await.expect("publisher task");
+    eprintln!("{reads} verified reads across epochs {epochs_seen:?}");
+    assert!(
+        epochs_seen.len() >= 3,
+        "reads should span several epochs: {epochs_seen:?}"
+    );
+    server.terminate();
+}
+
+/// Hostile and malformed requests against the real process: documented statuses, and the
+/// server is still healthy afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_documented_statuses_and_nothing_panics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = init(&tmp.path().join("data"), "bad");
+    let server = Server::start(&dir.data_dir, &["--epoch-interval", "3600"]);
+    let api = Api::new(&server.url, &dir.token);
+    let http = &api.http;
+    let url = &server.url;
+    let post = |body: Vec<u8>, ct: &str, token: Option<&str>| {
+        let mut r = http
+            .post(format!("{url}/v1/updates"))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.expect("response").status().as_u16();
+    let token = dir.token.as_str();
+    let ok_body = br#"{"updates":[{"label":"a","value":"AQ=="}]}"#.to_vec();
+    assert_eq!(status(post(ok_body.clone(), "application/json", None).await), 401);
+    assert_eq!(
+        status(post(ok_body.clone(), "application/json", Some("nope")).await),
+        401
+    );
+    assert_eq!(status(post(ok_body.clone(), "text/plain", Some(token)).await), 415);
+    assert_eq!(
+        status(post(b"{\"updates\":[".to_vec(), "application/json", Some(token)).await),
+        400
+    );
+    assert_eq!(
+        status(post(vec![0xff, 0xfe], "application/json", Some(token)).await),
+        400
+    );
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
+    assert_eq!(status(post(deep, "application/json", Some(token)).await), 400);
+    let huge = vec![b' '; 8 << 20];
+    assert_eq!(status(post(huge, "application/json", Some(token)).await), 413);
+    let many = serde_json::json!({"updates": (0..1001).map(|i| serde_json::json!({"label": format!("l{i}"), "value": "AQ=="})).collect::<Vec<_>>()});
+    assert_eq!(
+        status(post(many.to_string().into_bytes(), "application/json", Some(token)).await),
+        400
+    );
+    for (path, want) in [
+        ("/v1/lookup/%FF", 400),
+        ("/v1/lookup/%C3%28", 400),
+        ("/v1/lookup/nobody", 404),
+        ("/v1/history/nobody?most_recent=-1", 400),
+        ("/v1/heads/18446744073709551616", 400),
+        ("/v1/audit/1", 404),
+        ("/1/zz/zz", 404),
+        ("/v1/updates/1", 401),
+    ] {
+        assert_eq!(status(http.get(format!("{url}{path}")).send().await), want, "{path}");
+    }
+    assert_eq!(status(post(ok_body, "application/json", Some(token)).await), 202);
+    let e = api.epoch().await.expect("still publishing");
+    assert_eq!((e.epoch, e.taken), (1, 1));
+    assert_eq!(status(http.get(format!("{url}/healthz")).send().await), 200);
+    server.terminate();
+}
