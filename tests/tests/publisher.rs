@@ -244,7 +244,7 @@ async fn reads_during_publishing_always_verify() {
         assert_eq!(found.value.0, format!("v{}", epoch - 1).into_bytes());
         assert_eq!(found.version, epoch);
         epochs_seen.insert(epoch);
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let history: HistoryResponse = api.get(&format!("/v1/history/{label}?most_recent=2")).await;
             dir.pinned.history_response(&history).expect("history verifies");
         }
