@@ -85,25 +85,13 @@ struct TrafficArgs {
     /// The directory's signing key (hex) to verify heads with; default: trust /v1/info.
     #[arg(long, env = "KT_DIRECTORY_KEY")]
     directory_key: Option<String>,
-    /// Epochs to publish.
-    #[arg(long, default_value_t = 3)]
-    epochs: u64,
-    /// Updates per epoch.
-    #[arg(long, default_value_t = 1000)]
-    updates_per_epoch: usize,
-    /// Number of distinct sample devices the updates are drawn from.
-    #[arg(long, default_value_t = 100_000)]
-    population: u64,
-    /// Seed of the sample traffic.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    sample: SampleArgs,
 }
 
+/// The shape of deterministic sample traffic.
 #[derive(Debug, Args)]
-struct DemoArgs {
-    /// Data directory (created if missing): RocksDB in `db/`, the VRF key in `vrf.key`.
-    #[arg(long, env = "KT_DATA_DIR")]
-    data_dir: PathBuf,
+struct SampleArgs {
     /// How many epochs to publish.
     #[arg(long, default_value_t = 3)]
     epochs: u64,
@@ -116,6 +104,24 @@ struct DemoArgs {
     /// Seed of the sample traffic (same seed, same batches).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+impl SampleArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.population == 0 || self.updates_per_epoch == 0 {
+            bail!("--population and --updates-per-epoch must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Data directory (created if missing): RocksDB in `db/`, the VRF key in `vrf.key`.
+    #[arg(long, env = "KT_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    sample: SampleArgs,
     /// RocksDB block cache, MiB.
     #[arg(long, default_value_t = 512)]
     block_cache_mib: usize,
@@ -166,27 +172,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn sample_traffic(args: TrafficArgs) -> anyhow::Result<()> {
-    if args.population == 0 || args.updates_per_epoch == 0 {
-        bail!("--population and --updates-per-epoch must be at least 1");
-    }
+    args.sample.check()?;
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
     crate::traffic::run(Traffic {
         url: args.url,
         token: token.trim().to_owned(),
-        epochs: args.epochs,
-        updates_per_epoch: args.updates_per_epoch,
-        population: args.population,
-        seed: args.seed,
+        epochs: args.sample.epochs,
+        updates_per_epoch: args.sample.updates_per_epoch,
+        population: args.sample.population,
+        seed: args.sample.seed,
         directory_key: args.directory_key,
     })
     .await
 }
 
 async fn publish_sample(args: DemoArgs) -> anyhow::Result<()> {
-    if args.population == 0 || args.updates_per_epoch == 0 {
-        bail!("--population and --updates-per-epoch must be at least 1");
-    }
+    args.sample.check()?;
+    let sample_args = &args.sample;
     let data = DataDir::new(&args.data_dir);
     if data.manifest().exists() {
         bail!(
@@ -207,13 +210,18 @@ async fn publish_sample(args: DemoArgs) -> anyhow::Result<()> {
     println!("opened epoch={} root={}", head.0, hex::encode(head.1));
     tracing::info!(epoch = head.0, data_dir = %data.root().display(), "directory open");
 
-    let progress = ProgressBar::new(args.epochs).with_style(
+    let progress = ProgressBar::new(sample_args.epochs).with_style(
         ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{elapsed_precise}] {wide_bar} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut last_batch = Vec::new();
-    for epoch in head.0 + 1..=head.0 + args.epochs {
-        let updates = sample::updates(args.seed, epoch, args.updates_per_epoch, args.population);
+    for epoch in head.0 + 1..=head.0 + sample_args.epochs {
+        let updates = sample::updates(
+            sample_args.seed,
+            epoch,
+            sample_args.updates_per_epoch,
+            sample_args.population,
+        );
         progress.set_message(format!("publishing {} updates", updates.len()));
         println!("publishing epoch={epoch} updates={}", updates.len());
         let started = Instant::now();

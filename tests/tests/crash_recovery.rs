@@ -2,6 +2,8 @@
 //! RocksDB, and check it is at the previous epoch or the new one, never a mix: the root
 //! it reports equals an in-memory replay of exactly that many epochs, and proofs verify.
 
+mod common;
+
 use akd::storage::StorageManager;
 use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::{AzksParallelismConfig, Directory};
@@ -9,9 +11,7 @@ use kt_directory::storage::StorageConfig;
 use kt_directory::vrf::VrfSecret;
 use kt_directory::{DataDir, KtConfig, open_rocks_directory, sample};
 use rand::{Rng, SeedableRng};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 9;
@@ -61,7 +61,7 @@ async fn sigkill_during_publish_reopens_at_a_whole_epoch() {
     let mut replayed = 0u64;
 
     for round in 0..ROUNDS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-kt-directory"))
+        let mut child = Command::new(common::DIRECTORY)
             .args(["publish-sample", "--epochs", "1000", "--seed", &SEED.to_string()])
             .args([
                 "--updates-per-epoch",
@@ -76,15 +76,7 @@ async fn sigkill_during_publish_reopens_at_a_whole_epoch() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start kt-directory");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = common::lines(child.stdout.take().expect("stdout"));
 
         // Let at least one epoch complete (to learn how long a publish takes), then kill
         // at a random point inside the next publish.

@@ -103,13 +103,19 @@ async fn stored_head(state: &AppState, epoch: u64) -> Result<SignedHead, ApiErro
             view.head.head.epoch
         )));
     }
-    let bytes = state
+    let bytes = stored(state, Cf::Heads, epoch, "head").await?;
+    SignedHead::from_bytes(&bytes).map_err(|e| ApiError::Internal(format!("stored head of epoch {epoch}: {e}")))
+}
+
+/// The record of `epoch` in an epoch-keyed column family; its absence is a server bug
+/// (a 500), since callers only ask for epochs that must have one.
+async fn stored(state: &AppState, cf: Cf, epoch: u64, what: &str) -> Result<Vec<u8>, ApiError> {
+    state
         .shared
         .storage
-        .get_raw(Cf::Heads, epoch.to_be_bytes().to_vec())
+        .get_raw(cf, epoch.to_be_bytes().to_vec())
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("no head stored for past epoch {epoch}")))?;
-    SignedHead::from_bytes(&bytes).map_err(|e| ApiError::Internal(format!("stored head of epoch {epoch}: {e}")))
+        .ok_or_else(|| ApiError::Internal(format!("no {what} stored for epoch {epoch}")))
 }
 
 /// `GET /v1/heads/{epoch}`.
@@ -258,12 +264,7 @@ async fn blob(state: &AppState, epoch: u64) -> Result<(String, Vec<u8>), ApiErro
         )));
     }
     let head = stored_head(state, epoch).await?.head;
-    let data = state
-        .shared
-        .storage
-        .get_raw(Cf::AuditBlobs, epoch.to_be_bytes().to_vec())
-        .await?
-        .ok_or_else(|| ApiError::Internal(format!("audit blob of epoch {epoch} is missing")))?;
+    let data = stored(state, Cf::AuditBlobs, epoch, "audit blob").await?;
     Ok((blob_name(epoch, &head.previous_root, &head.root), data))
 }
 

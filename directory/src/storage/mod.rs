@@ -233,11 +233,7 @@ impl RocksStorage {
                 }
                 it.next();
             }
-            it.status().map_err(|source| StorageError::Rocks {
-                cf,
-                op: "iterate",
-                source,
-            })?;
+            iter_status(&it, cf)?;
             Ok(out)
         })
         .await
@@ -252,11 +248,7 @@ impl RocksStorage {
                 (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
                 _ => None,
             };
-            it.status().map_err(|source| StorageError::Rocks {
-                cf,
-                op: "iterate",
-                source,
-            })?;
+            iter_status(&it, cf)?;
             Ok(found)
         })
         .await
@@ -272,11 +264,7 @@ impl RocksStorage {
                 n += 1;
                 it.next();
             }
-            it.status().map_err(|source| StorageError::Rocks {
-                cf,
-                op: "iterate",
-                source,
-            })?;
+            iter_status(&it, cf)?;
             Ok(n)
         })
         .await
@@ -515,7 +503,7 @@ impl Inner {
             out.push(decode_state_value(k, v)?);
             it.next();
         }
-        iter_status(&it)?;
+        iter_status(&it, Cf::ValueStates)?;
         Ok(out)
     }
 
@@ -562,7 +550,7 @@ impl Inner {
             }
         }
         .map(|(k, v)| (k.to_vec(), v.to_vec()));
-        iter_status(it)?;
+        iter_status(it, Cf::ValueStates)?;
         Ok(found)
     }
 
@@ -603,9 +591,9 @@ fn entry_with_prefix<'a>(it: &'a DBRawIterator<'_>, prefix: &[u8]) -> Option<(&'
     k.starts_with(prefix).then_some((k, v))
 }
 
-fn iter_status(it: &DBRawIterator<'_>) -> Result<(), StorageError> {
+fn iter_status(it: &DBRawIterator<'_>, cf: Cf) -> Result<(), StorageError> {
     it.status().map_err(|source| StorageError::Rocks {
-        cf: Cf::ValueStates,
+        cf,
         op: "iterate",
         source,
     })

@@ -10,7 +10,7 @@ use kt_client::wire::{EpochResponse, Outcome, UpdateStatus, UpdatesAccepted};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -65,6 +65,20 @@ pub fn init(data_dir: &Path, namespace: &str) -> Initialized {
     }
 }
 
+/// A child's stdout, line by line, on a channel (read by a thread, so the test can wait
+/// with a timeout).
+pub fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A running `kt-directory serve`; killed on drop.
 #[derive(Debug)]
 pub struct Server {
@@ -93,15 +107,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start kt-directory serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines(child.stdout.take().expect("stdout"));
         let url = loop {
             let line = rx
                 .recv_timeout(STARTUP_TIMEOUT)
