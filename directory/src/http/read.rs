@@ -61,9 +61,9 @@ where
     Err(ApiError::Unavailable("a new epoch is being installed; retry".into()))
 }
 
-/// 404 unless `label` has a value at or before `epoch`, by our own index (akd reports
+/// Whether `label` has a value at or before `epoch`, by our own index (akd reports
 /// every storage error during a lookup as "not found"; we must not).
-async fn ensure_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
+async fn is_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
     Ok(state
         .shared
         .storage
@@ -72,8 +72,15 @@ async fn ensure_known(state: &AppState, label: &str, epoch: u64) -> Result<bool,
         .is_some())
 }
 
-fn unknown(label: &str, epoch: u64) -> ApiError {
-    ApiError::NotFound(format!("label {label:?} is not in the directory at epoch {epoch}"))
+/// A 404 unless `label` is known at `epoch`.
+async fn require_known(state: &AppState, label: &str, epoch: u64) -> Result<(), ApiError> {
+    if is_known(state, label, epoch).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "label {label:?} is not in the directory at epoch {epoch}"
+        )))
+    }
 }
 
 /// `GET /v1/info`.
@@ -138,9 +145,7 @@ pub(super) async fn lookup(
         let (state, label) = (state.clone(), label.clone());
         async move {
             let epoch = view.head.head.epoch;
-            if !ensure_known(&state, &label, epoch).await? {
-                return Err(unknown(&label, epoch));
-            }
+            require_known(&state, &label, epoch).await?;
             let (proof, at) = view.dir.lookup(AkdLabel::from(label.as_str())).await?;
             Ok((proof, at.0))
         }
@@ -176,7 +181,7 @@ pub(super) async fn batch_lookup(
             let epoch = view.head.head.epoch;
             let mut known = Vec::new();
             for label in &labels {
-                if ensure_known(&state, label, epoch).await? && !known.contains(label) {
+                if is_known(&state, label, epoch).await? && !known.contains(label) {
                     known.push(label.clone());
                 }
             }
@@ -239,9 +244,7 @@ pub(super) async fn history(
         let (state, label) = (state.clone(), label.clone());
         async move {
             let epoch = view.head.head.epoch;
-            if !ensure_known(&state, &label, epoch).await? {
-                return Err(unknown(&label, epoch));
-            }
+            require_known(&state, &label, epoch).await?;
             let (proof, at) = view.dir.key_history(&AkdLabel::from(label.as_str()), params).await?;
             Ok((proof, at.0))
         }

@@ -405,6 +405,50 @@ async fn epochs_take_at_most_the_maximum_and_the_rest_wait() {
     assert_eq!(f.outcome(ids[2]).await, Outcome::Published { epoch: 2, version: 2 });
 }
 
+/// Waits for the stopped publisher (and its RocksDB lock) to go away, then opens the
+/// database directly.
+async fn reopen_storage(data: &DataDir) -> crate::storage::RocksStorage {
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        if let Ok(s) = crate::storage::RocksStorage::open(data.db(), &StorageConfig::default()) {
+            return s;
+        }
+    }
+    panic!("the database was never released")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_whose_heads_another_key_signed_refuses_to_start() {
+    let f = fixture(100).await;
+    f.post_updates(&[("a", b"1")]).await;
+    f.epoch().await;
+    let Fixture {
+        _tmp,
+        data,
+        router,
+        _stop,
+        ..
+    } = f;
+    drop((router, _stop));
+    drop(reopen_storage(&data).await);
+    std::fs::remove_file(data.signing_key()).expect("remove key");
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    crate::datadir::create_private_file(&data.signing_key(), other.as_bytes()).expect("new key");
+    let config = PublisherConfig {
+        db_path: data.db(),
+        storage: StorageConfig::default(),
+        max_per_epoch: 10,
+    };
+    let err = Publisher::open(config, data.load().expect("load"), Metrics::new().expect("metrics"))
+        .await
+        .expect_err("a swapped signing key must be refused");
+    assert!(
+        err.to_string()
+            .contains("not signed by this data directory's signing key"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_recovers_heads_queue_ids_and_a_missing_audit_blob() {
     let f = fixture(100).await;
@@ -420,17 +464,7 @@ async fn reopening_recovers_heads_queue_ids_and_a_missing_audit_blob() {
     } = f;
     drop(router);
     drop(_stop);
-    // Wait for the publisher (and its RocksDB handle) to go away before reopening.
-    let mut reopened = None;
-    for _ in 0..200 {
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        let storage_config = StorageConfig::default();
-        if let Ok(s) = crate::storage::RocksStorage::open(data.db(), &storage_config) {
-            reopened = Some(s);
-            break;
-        }
-    }
-    let storage = reopened.expect("database released");
+    let storage = reopen_storage(&data).await;
     // Lose the newest audit blob, as a crash right after the commit would.
     storage
         .write(vec![Write::Delete(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec())])
