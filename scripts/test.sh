@@ -31,7 +31,7 @@ stage "client library without cli feature" cargo build --release --locked -p kt-
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
-stage "signed-head test vectors" tests cargo test --release --locked -p kt-client --test head_vectors
+stage "client: head vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test tampering
 stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
 stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs)" tests cargo test --release --locked -p kt-e2e

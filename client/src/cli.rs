@@ -1,35 +1,511 @@
-//! The `kt` command line. Its commands (lookup, history, head, monitor, verify) need
-//! the directory's HTTP API and signed-head format and arrive with them; until then
-//! `kt` only reports its version and the configuration it verifies with.
+//! The `kt` command line: fetch lookups, histories and heads from a directory and verify
+//! them against a pinned signing key, remembering heads between runs (rollback and fork
+//! detection). Settings: flags, then `KT_*` environment variables, then a TOML config
+//! file (`--config`), in that order of precedence.
+//!
+//! Exit codes: 0 verified; 1 other errors (network, usage, files); 3 a proof or head did
+//! not verify; 4 rollback; 5 fork (the evidence is printed as JSON); 6 label not found;
+//! 7 `monitor` saw a version its owner did not expect.
 
-use clap::{Parser, Subcommand};
+use crate::head::{SignedHead, hex_array};
+use crate::http::{DirectoryClient, HttpError};
+use crate::state::{DirectoryState, State, StateError};
+use crate::verify::{PinnedKeys, ResponseError};
+use crate::wire::{HistoryResponse, LookupResponse};
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(name = "kt", version, about = "Verify key-transparency lookups and histories")]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct Global {
+    /// Base URL of the directory.
+    #[arg(long, global = true, env = "KT_DIRECTORY")]
+    directory: Option<String>,
+    /// The directory's head-signing key (hex), pinned out of band.
+    #[arg(long, global = true, env = "KT_DIRECTORY_KEY")]
+    directory_key: Option<String>,
+    /// The directory's VRF public key (hex). Without it, the key is learned from the
+    /// directory on first use and pinned in the state file.
+    #[arg(long, global = true, env = "KT_VRF_KEY")]
+    vrf_key: Option<String>,
+    /// State file [default: $XDG_STATE_HOME/kt/state.json or ~/.local/state/kt/state.json].
+    #[arg(long, global = true, env = "KT_STATE")]
+    state: Option<PathBuf>,
+    /// TOML config file with `directory`, `directory_key`, `vrf_key`, `state`.
+    #[arg(long, global = true, env = "KT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// HTTP timeout, seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Look up a label's current value, verified.
+    Lookup {
+        /// The label (a device identifier).
+        label: String,
+        /// Also save the raw response here, for `kt verify`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Every version of a label with its epoch, verified.
+    History {
+        /// The label.
+        label: String,
+        /// Only the n most recent versions.
+        #[arg(long)]
+        most_recent: Option<u64>,
+        /// Also save the raw response here, for `kt verify`.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// The latest verified head.
+    Head,
+    /// Watch your own label: at every new epoch, verify its history since the last
+    /// verified epoch and fail the moment a version appears with another value.
+    Monitor(MonitorArgs),
+    /// Verify a saved lookup or history response offline.
+    Verify {
+        /// The JSON response file (e.g. from `--save`).
+        file: PathBuf,
+    },
     /// Print the akd configuration this client verifies proofs with.
     Config,
 }
 
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    /// The label to watch.
+    label: String,
+    /// The value (base64) every version must have.
+    #[arg(long)]
+    expect: String,
+    /// On the first run, versions up to this epoch are accepted whatever their value
+    /// (older keys of yours); later runs continue from the last verified epoch.
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// Check once and exit.
+    #[arg(long)]
+    once: bool,
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    directory: Option<String>,
+    directory_key: Option<String>,
+    vrf_key: Option<String>,
+    state: Option<PathBuf>,
+}
+
+/// A failure with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+struct Coded {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn coded(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    Coded {
+        code,
+        error: error.into(),
+    }
+    .into()
+}
+
+/// Exit code of a failed verification step.
+fn code_of_response(e: ResponseError) -> anyhow::Error {
+    coded(3, e)
+}
+
+fn code_of_state(e: StateError) -> anyhow::Error {
+    match e {
+        StateError::Rollback { .. } => coded(4, e),
+        StateError::Fork(evidence) => {
+            // The evidence goes to stdout, so it can be sent to an auditor.
+            if let Ok(json) = serde_json::to_string_pretty(&evidence) {
+                println!("{json}");
+            }
+            coded(5, StateError::Fork(evidence))
+        }
+        StateError::VrfKeyChanged { .. } => coded(3, e),
+        StateError::File { .. } => coded(1, e),
+    }
+}
+
+fn code_of_http(e: HttpError) -> anyhow::Error {
+    match e {
+        HttpError::NotFound(_) => coded(6, e),
+        other => coded(1, other),
+    }
+}
+
+/// Everything a command needs: resolved settings, the client, the state.
+struct Session {
+    client: Option<DirectoryClient>,
+    key_hex: String,
+    directory_key: ed25519_dalek::VerifyingKey,
+    vrf_flag: Option<String>,
+    state_path: PathBuf,
+    state: State,
+    json: bool,
+}
+
+fn default_state_path() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("kt").join("state.json")
+}
+
+impl Session {
+    fn open(global: Global, needs_network: bool) -> anyhow::Result<Session> {
+        let file = match &global.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("config {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let key_hex = global
+            .directory_key
+            .or(file.directory_key)
+            .ok_or_else(|| anyhow!("--directory-key is required: pin the directory's signing key out of band"))?
+            .to_ascii_lowercase();
+        let key: [u8; 32] = hex_array(&key_hex, "directory key").context("--directory-key")?;
+        let directory_key = ed25519_dalek::VerifyingKey::from_bytes(&key).context("--directory-key")?;
+        let client = match global.directory.or(file.directory) {
+            Some(url) => Some(DirectoryClient::new(&url, Duration::from_secs(global.timeout))?),
+            None if needs_network => bail!("--directory URL is required"),
+            None => None,
+        };
+        let state_path = global.state.or(file.state).unwrap_or_else(default_state_path);
+        let state = State::load(&state_path).map_err(code_of_state)?;
+        Ok(Session {
+            client,
+            key_hex,
+            directory_key,
+            vrf_flag: global.vrf_key.or(file.vrf_key),
+            state_path,
+            state,
+            json: global.json,
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<&DirectoryClient> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| anyhow!("--directory URL is required"))
+    }
+
+    fn dir(&mut self) -> &mut DirectoryState {
+        self.state.directory(&self.key_hex)
+    }
+
+    /// The pinned keys: the VRF key from the flag, the state, or (first use) the server.
+    async fn pinned(&mut self, may_fetch: bool) -> anyhow::Result<PinnedKeys> {
+        if let Some(flag) = self.vrf_flag.clone() {
+            self.dir().pin_vrf_key(&flag).map_err(code_of_state)?;
+        }
+        let vrf_hex = match self.dir().vrf_public_key.clone() {
+            Some(k) => k,
+            None if may_fetch => {
+                let info = self.client()?.info().await.map_err(code_of_http)?;
+                tracing::warn!(
+                    vrf_public_key = %info.vrf_public_key,
+                    "no VRF key pinned: learned it from the directory (trust on first use) and pinned it in the state file"
+                );
+                self.dir().pin_vrf_key(&info.vrf_public_key).map_err(code_of_state)?;
+                info.vrf_public_key
+            }
+            None => bail!("no VRF key: pass --vrf-key, or run an online command first to learn it"),
+        };
+        Ok(PinnedKeys {
+            directory_key: self.directory_key,
+            vrf_public_key: hex::decode(&vrf_hex).context("VRF key is not hex")?,
+        })
+    }
+
+    /// Records a verified head (rollback and fork checks) and saves the state.
+    fn observe(&mut self, head: &SignedHead) -> anyhow::Result<()> {
+        self.dir().observe(head).map_err(code_of_state)?;
+        self.state.save(&self.state_path).map_err(code_of_state)
+    }
+
+    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            println!("{}", text());
+        }
+        Ok(())
+    }
+}
+
+/// A verified version of a label, as printed.
+#[derive(Debug, Serialize)]
+struct Version {
+    version: u64,
+    epoch: u64,
+    value: String,
+}
+
+impl From<&akd_core::VerifyResult> for Version {
+    fn from(v: &akd_core::VerifyResult) -> Self {
+        Version {
+            version: v.version,
+            epoch: v.epoch,
+            value: B64.encode(&v.value.0),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Verified<'a, T> {
+    label: &'a str,
+    #[serde(flatten)]
+    result: T,
+    head: &'a SignedHead,
+}
+
+fn save_json<T: Serialize>(path: Option<&Path>, value: &T) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(value)?)
+            .with_context(|| format!("saving {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn head_line(head: &SignedHead) -> String {
+    format!(
+        "head epoch={} root={} timestamp_ms={}",
+        head.head.epoch,
+        hex::encode(head.head.root),
+        head.head.timestamp_ms
+    )
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Config => {
-            println!(
-                "akd configuration: {}",
-                std::any::type_name::<crate::KtConfig>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("?")
-            );
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    if let Command::Config = cli.command {
+        println!(
+            "akd configuration: {}",
+            std::any::type_name::<crate::KtConfig>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("?")
+        );
+        return ExitCode::SUCCESS;
+    }
+    crate::run::run_command_with(run(cli), |e| e.downcast_ref::<Coded>().map_or(1, |c| c.code))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let online = !matches!(cli.command, Command::Verify { .. });
+    let mut s = Session::open(cli.global, online)?;
+    match cli.command {
+        Command::Lookup { label, save } => {
+            let pinned = s.pinned(true).await?;
+            let response = s.client()?.lookup(&label).await.map_err(code_of_http)?;
+            save_json(save.as_deref(), &response)?;
+            if response.label != label {
+                return Err(coded(3, anyhow!("the directory answered for another label")));
+            }
+            let found = pinned.lookup_response(&response).map_err(code_of_response)?;
+            s.observe(&response.head)?;
+            let v = Version::from(&found);
+            s.print(
+                &Verified {
+                    label: &label,
+                    result: &v,
+                    head: &response.head,
+                },
+                || {
+                    format!(
+                        "label={label} version={} epoch={} value={}\n{}",
+                        v.version,
+                        v.epoch,
+                        v.value,
+                        head_line(&response.head)
+                    )
+                },
+            )
         }
+        Command::History {
+            label,
+            most_recent,
+            save,
+        } => {
+            let pinned = s.pinned(true).await?;
+            let response = s.client()?.history(&label, most_recent).await.map_err(code_of_http)?;
+            save_json(save.as_deref(), &response)?;
+            if response.label != label || response.most_recent != most_recent {
+                return Err(coded(3, anyhow!("the directory answered another question than asked")));
+            }
+            let versions = pinned.history_response(&response).map_err(code_of_response)?;
+            s.observe(&response.head)?;
+            let versions: Vec<Version> = versions.iter().map(Version::from).collect();
+            s.print(
+                &Verified {
+                    label: &label,
+                    result: serde_json::json!({ "versions": &versions }),
+                    head: &response.head,
+                },
+                || {
+                    let mut out: Vec<String> = versions
+                        .iter()
+                        .map(|v| format!("version={} epoch={} value={}", v.version, v.epoch, v.value))
+                        .collect();
+                    out.push(head_line(&response.head));
+                    out.join("\n")
+                },
+            )
+        }
+        Command::Head => {
+            let pinned = s.pinned(true).await?;
+            let head = s.client()?.latest_head().await.map_err(code_of_http)?;
+            pinned.check_head(&head).map_err(code_of_response)?;
+            s.observe(&head)?;
+            s.print(&head, || head_line(&head))
+        }
+        Command::Monitor(args) => monitor(&mut s, args).await,
+        Command::Verify { file } => {
+            let pinned = s.pinned(false).await?;
+            let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            if value.get("most_recent").is_some() {
+                let response: HistoryResponse = serde_json::from_value(value).context("not a history response")?;
+                let versions = pinned.history_response(&response).map_err(code_of_response)?;
+                let versions: Vec<Version> = versions.iter().map(Version::from).collect();
+                s.print(
+                    &Verified {
+                        label: &response.label,
+                        result: serde_json::json!({ "versions": &versions }),
+                        head: &response.head,
+                    },
+                    || format!("verified history of {}: {} versions", response.label, versions.len()),
+                )
+            } else {
+                let response: LookupResponse = serde_json::from_value(value).context("not a lookup response")?;
+                let found = pinned.lookup_response(&response).map_err(code_of_response)?;
+                let v = Version::from(&found);
+                s.print(
+                    &Verified {
+                        label: &response.label,
+                        result: &v,
+                        head: &response.head,
+                    },
+                    || {
+                        format!(
+                            "verified lookup of {}: version={} epoch={} value={}",
+                            response.label, v.version, v.epoch, v.value
+                        )
+                    },
+                )
+            }
+        }
+        Command::Config => Ok(()),
+    }
+}
+
+/// One change a monitor reports.
+#[derive(Debug, Serialize)]
+struct Unexpected {
+    label: String,
+    expected: String,
+    found: Vec<Version>,
+    head: SignedHead,
+}
+
+async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
+    let expected = B64.decode(&args.expect).context("--expect is not base64")?;
+    let pinned = s.pinned(true).await?;
+    loop {
+        let head = s.client()?.latest_head().await.map_err(code_of_http)?;
+        pinned.check_head(&head).map_err(code_of_response)?;
+        s.observe(&head)?;
+        let since = s.dir().monitored.get(&args.label).copied().unwrap_or(args.since);
+        if head.head.epoch > since {
+            let response = s.client()?.history(&args.label, None).await.map_err(code_of_http)?;
+            let versions = pinned.history_response(&response).map_err(code_of_response)?;
+            s.observe(&response.head)?;
+            let unexpected: Vec<Version> = versions
+                .iter()
+                .filter(|v| v.epoch > since && v.value.0 != expected)
+                .map(Version::from)
+                .collect();
+            if !unexpected.is_empty() {
+                let report = Unexpected {
+                    label: args.label.clone(),
+                    expected: args.expect.clone(),
+                    found: unexpected,
+                    head: response.head.clone(),
+                };
+                s.print(&report, || {
+                    report
+                        .found
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "UNEXPECTED label={} version={} epoch={} value={} (expected {})",
+                                report.label, v.version, v.epoch, v.value, report.expected
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?;
+                return Err(coded(
+                    7,
+                    anyhow!(
+                        "{} version(s) of {} with a value you did not expect",
+                        report.found.len(),
+                        args.label
+                    ),
+                ));
+            }
+            let at = response.head.head.epoch;
+            s.dir().monitored.insert(args.label.clone(), at);
+            s.state.save(&s.state_path).map_err(code_of_state)?;
+            if !s.json {
+                println!("ok label={} verified through epoch {at}", args.label);
+            }
+        }
+        if args.once {
+            if s.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"label": args.label, "verified_through": s.dir().monitored.get(&args.label)})
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(args.interval.max(1))).await;
     }
 }

@@ -8,8 +8,11 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod head;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "cli")]
 pub mod run;
+pub mod state;
 pub mod verify;
 pub mod wire;
 

@@ -11,6 +11,14 @@ pub fn run_command<F>(command: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
+    run_command_with(command, |_| 1)
+}
+
+/// [`run_command`] with the exit code of an error chosen by `code` (never 0).
+pub fn run_command_with<F>(command: F, code: fn(&anyhow::Error) -> u8) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,akd=warn"));
     let _ = tracing_subscriber::fmt()
@@ -27,7 +35,7 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code(&e).max(1))
         }
     }
 }

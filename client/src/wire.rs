@@ -3,7 +3,7 @@
 
 use crate::head::SignedHead;
 use akd_core::proto::specs::types as pb;
-use akd_core::{HistoryProof, LookupProof};
+use akd_core::{HistoryProof, LookupProof, MembershipProof, NodeLabel};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use protobuf::Message;
@@ -28,6 +28,23 @@ pub enum WireError {
         /// The decoder's reason.
         source: protobuf::Error,
     },
+    /// Valid, but not the one canonical encoding of its content (unknown fields, another
+    /// field order, padded varints...): bytes akd would ignore are refused, so a response
+    /// is either exactly what the server signed off on or rejected.
+    #[error("{what} is not canonically encoded")]
+    NotCanonical {
+        /// Which field.
+        what: &'static str,
+    },
+    /// A field akd's verifier does not look at holds something other than its only
+    /// honest value.
+    #[error("{what}: {reason}")]
+    IgnoredField {
+        /// Which proof.
+        what: &'static str,
+        /// Which field, and what it held.
+        reason: String,
+    },
     /// Well-formed protobuf whose content akd cannot convert (wrong lengths, missing fields).
     #[error("{what} has invalid content: {reason}")]
     Content {
@@ -38,9 +55,10 @@ pub enum WireError {
     },
 }
 
-fn decode_pb<M: Message>(b64: &str, what: &'static str) -> Result<M, WireError> {
+fn decode_pb<M: Message>(b64: &str, what: &'static str) -> Result<(M, Vec<u8>), WireError> {
     let bytes = B64.decode(b64).map_err(|source| WireError::Base64 { what, source })?;
-    M::parse_from_bytes(&bytes).map_err(|source| WireError::Protobuf { what, source })
+    let message = M::parse_from_bytes(&bytes).map_err(|source| WireError::Protobuf { what, source })?;
+    Ok((message, bytes))
 }
 
 fn encode_pb<M: Message>(message: &M) -> String {
@@ -55,13 +73,27 @@ pub fn encode_lookup_proof(proof: &LookupProof) -> String {
 }
 
 /// Parses a base64 protobuf lookup proof.
+/// Exact: the bytes must be the canonical encoding of what they decode to, and the
+/// fields akd's verifier ignores must hold their only honest values.
 pub fn decode_lookup_proof(b64: &str) -> Result<LookupProof, WireError> {
     let what = "lookup proof";
-    let message: pb::LookupProof = decode_pb(b64, what)?;
-    LookupProof::try_from(&message).map_err(|e| WireError::Content {
+    let (message, bytes): (pb::LookupProof, _) = decode_pb(b64, what)?;
+    let proof = LookupProof::try_from(&message).map_err(|e| WireError::Content {
         what,
         reason: format!("{e:?}"),
-    })
+    })?;
+    canonical(&pb::LookupProof::from(&proof), &bytes, what)?;
+    for (part, m) in [
+        ("existence proof", &proof.existence_proof),
+        ("marker proof", &proof.marker_proof),
+        (
+            "freshness proof",
+            &proof.freshness_proof.longest_prefix_membership_proof,
+        ),
+    ] {
+        root_sibling_label(m, what, part)?;
+    }
+    Ok(proof)
 }
 
 /// A history proof as base64 protobuf.
@@ -70,13 +102,49 @@ pub fn encode_history_proof(proof: &HistoryProof) -> String {
 }
 
 /// Parses a base64 protobuf history proof.
+/// Exact, like [`decode_lookup_proof`].
 pub fn decode_history_proof(b64: &str) -> Result<HistoryProof, WireError> {
     let what = "history proof";
-    let message: pb::HistoryProof = decode_pb(b64, what)?;
-    HistoryProof::try_from(&message).map_err(|e| WireError::Content {
+    let (message, bytes): (pb::HistoryProof, _) = decode_pb(b64, what)?;
+    let proof = HistoryProof::try_from(&message).map_err(|e| WireError::Content {
         what,
         reason: format!("{e:?}"),
-    })
+    })?;
+    canonical(&pb::HistoryProof::from(&proof), &bytes, what)?;
+    for update in &proof.update_proofs {
+        root_sibling_label(&update.existence_proof, what, "update existence proof")?;
+        if let Some(previous) = &update.previous_version_proof {
+            root_sibling_label(previous, what, "previous version proof")?;
+        }
+    }
+    for m in &proof.existence_of_past_marker_proofs {
+        root_sibling_label(m, what, "past marker proof")?;
+    }
+    for n in &proof.non_existence_of_future_marker_proofs {
+        root_sibling_label(&n.longest_prefix_membership_proof, what, "future marker proof")?;
+    }
+    Ok(proof)
+}
+
+/// Re-encodes `decoded` and demands the received bytes back.
+fn canonical<M: Message>(decoded: &M, received: &[u8], what: &'static str) -> Result<(), WireError> {
+    match decoded.write_to_bytes() {
+        Ok(again) if again == received => Ok(()),
+        _ => Err(WireError::NotCanonical { what }),
+    }
+}
+
+/// akd's membership check hashes upwards from the leaf and assigns the label of the
+/// top-level sibling entry without ever using it: an honest server puts the root's
+/// label there, and anything else is refused.
+fn root_sibling_label(proof: &MembershipProof, what: &'static str, part: &str) -> Result<(), WireError> {
+    match proof.sibling_proofs.first() {
+        Some(top) if top.label != NodeLabel::root() => Err(WireError::IgnoredField {
+            what,
+            reason: format!("{part}: the top-level sibling label is not the root label"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `GET /v1/info`.

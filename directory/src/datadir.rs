@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The data-directory format this build reads and writes.
@@ -185,6 +185,7 @@ impl DataDir {
             }
         }
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)).map_err(io(&self.root))?;
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         create_private_file(&self.signing_key(), signing.as_bytes())?;
         let vrf = VrfSecret::generate();
@@ -271,7 +272,6 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn init_then_load_gives_the_same_keys_and_private_files() {
@@ -282,6 +282,8 @@ mod tests {
         assert_eq!(made.signing.to_bytes(), loaded.signing.to_bytes());
         assert_eq!(made.token_hash, loaded.token_hash);
         assert_eq!(loaded.manifest.namespace, "ns");
+        let mode = std::fs::metadata(dir.root()).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data directory itself is private");
         for path in [dir.signing_key(), dir.vrf_key(), dir.token(), dir.manifest()] {
             let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());

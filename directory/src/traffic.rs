@@ -108,7 +108,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
         return Ok(());
     };
     let label = String::from_utf8_lossy(&label.0).into_owned();
-    let encoded = percent_encode(&label);
+    let encoded = kt_client::http::encode_label(&label);
     let lookup: LookupResponse = check(
         http.get(format!("{url}/v1/lookup/{encoded}")).send().await?,
         "GET /v1/lookup",
@@ -138,17 +138,4 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
         history.head.head.epoch
     );
     Ok(())
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for a path segment.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

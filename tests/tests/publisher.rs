@@ -59,7 +59,7 @@ async fn updates_in_epochs_out_proofs_verify() {
 }
 
 fn enc(label: &str) -> String {
-    kt_directory::traffic::percent_encode(label)
+    kt_client::http::encode_label(label)
 }
 
 /// An update that got its 202.
