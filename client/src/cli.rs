@@ -54,6 +54,10 @@ struct Global {
     /// HTTP timeout, seconds.
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
+    /// Refuse heads signed longer ago than this many seconds (exit code 8). The
+    /// directory re-signs its head every epoch interval, so set it above that.
+    #[arg(long, global = true, env = "KT_MAX_HEAD_AGE")]
+    max_head_age: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +142,10 @@ fn coded(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
 
 /// Exit code of a failed verification step.
 fn code_of_response(e: ResponseError) -> anyhow::Error {
-    coded(3, e)
+    match e {
+        ResponseError::Stale { .. } => coded(8, e),
+        other => coded(3, other),
+    }
 }
 
 fn code_of_state(e: StateError) -> anyhow::Error {
@@ -172,6 +179,7 @@ struct Session {
     state_path: PathBuf,
     state: State,
     json: bool,
+    max_head_age: Option<Duration>,
 }
 
 fn default_state_path() -> PathBuf {
@@ -214,6 +222,7 @@ impl Session {
             state_path,
             state,
             json: global.json,
+            max_head_age: global.max_head_age.map(Duration::from_secs),
         })
     }
 
@@ -251,8 +260,16 @@ impl Session {
         })
     }
 
-    /// Records a verified head (rollback and fork checks) and saves the state.
+    /// Records a verified head (age, rollback and fork checks) and saves the state.
     fn observe(&mut self, head: &SignedHead) -> anyhow::Result<()> {
+        if let Some(max) = self.max_head_age {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+            crate::verify::check_age(&head.head, now, max_ms).map_err(code_of_response)?;
+        }
         self.dir().observe(head).map_err(code_of_state)?;
         self.state.save(&self.state_path).map_err(code_of_state)
     }

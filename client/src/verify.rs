@@ -105,6 +105,31 @@ pub enum ResponseError {
     /// akd's verifier rejected the proof.
     #[error(transparent)]
     Proof(#[from] VerifyError),
+    /// The head is older than the caller's maximum age: the directory may be serving a
+    /// frozen view (or has stalled).
+    #[error("the head of epoch {epoch} was signed {age_ms} ms ago, more than the allowed {max_ms} ms")]
+    Stale {
+        /// The head's epoch.
+        epoch: u64,
+        /// Its age.
+        age_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+}
+
+/// Refuses a head signed more than `max_ms` before `now_ms` (heads are re-signed every
+/// epoch interval even when nothing changes, so a fresh one always exists).
+pub fn check_age(head: &Head, now_ms: u64, max_ms: u64) -> Result<(), ResponseError> {
+    let age_ms = now_ms.saturating_sub(head.timestamp_ms);
+    if age_ms > max_ms {
+        return Err(ResponseError::Stale {
+            epoch: head.epoch,
+            age_ms,
+            max_ms,
+        });
+    }
+    Ok(())
 }
 
 impl PinnedKeys {
