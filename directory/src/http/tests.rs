@@ -405,13 +405,21 @@ async fn epochs_take_at_most_the_maximum_and_the_rest_wait() {
     assert_eq!(f.outcome(ids[2]).await, Outcome::Published { epoch: 2, version: 2 });
 }
 
-/// Waits for the stopped publisher (and its RocksDB lock) to go away, then opens the
-/// database directly.
-async fn reopen_storage(data: &DataDir) -> crate::storage::RocksStorage {
+/// Stops the fixture's server and publisher, waits for its RocksDB lock to go away, and
+/// opens the database directly.
+async fn stop(f: Fixture) -> (tempfile::TempDir, DataDir, crate::storage::RocksStorage) {
+    let Fixture {
+        _tmp,
+        data,
+        router,
+        _stop,
+        ..
+    } = f;
+    drop((router, _stop));
     for _ in 0..200 {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         if let Ok(s) = crate::storage::RocksStorage::open(data.db(), &StorageConfig::default()) {
-            return s;
+            return (_tmp, data, s);
         }
     }
     panic!("the database was never released")
@@ -422,15 +430,8 @@ async fn a_directory_whose_heads_another_key_signed_refuses_to_start() {
     let f = fixture(100).await;
     f.post_updates(&[("a", b"1")]).await;
     f.epoch().await;
-    let Fixture {
-        _tmp,
-        data,
-        router,
-        _stop,
-        ..
-    } = f;
-    drop((router, _stop));
-    drop(reopen_storage(&data).await);
+    let (_tmp, data, storage) = stop(f).await;
+    drop(storage);
     std::fs::remove_file(data.signing_key()).expect("remove key");
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     crate::datadir::create_private_file(&data.signing_key(), other.as_bytes()).expect("new key");
@@ -455,16 +456,7 @@ async fn reopening_recovers_heads_queue_ids_and_a_missing_audit_blob() {
     f.post_updates(&[("a", b"1"), ("b", b"1")]).await;
     let e1 = f.epoch().await;
     let pending = f.post_updates(&[("c", b"1")]).await;
-    let Fixture {
-        _tmp,
-        data,
-        router,
-        _stop,
-        ..
-    } = f;
-    drop(router);
-    drop(_stop);
-    let storage = reopen_storage(&data).await;
+    let (_tmp, data, storage) = stop(f).await;
     // Lose the newest audit blob, as a crash right after the commit would.
     storage
         .write(vec![Write::Delete(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec())])

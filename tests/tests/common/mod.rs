@@ -220,16 +220,11 @@ impl Api {
         response.json::<UpdateStatus>().await.expect("json").outcome
     }
 
-    /// GET a JSON document.
+    /// GET a JSON document; panics unless 200.
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert!(response.status().is_success(), "GET {path}: HTTP {}", response.status());
-        response.json().await.expect("json")
+        let (status, body) = self.get_raw(path).await;
+        assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
     /// GET raw bytes and the status.
