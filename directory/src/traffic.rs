@@ -6,10 +6,10 @@ use crate::sample;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use kt_client::http::DirectoryClient;
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{
-    EpochResponse, HistoryResponse, InfoResponse, LookupResponse, UpdateItem, UpdatesAccepted, UpdatesRequest,
-};
+use kt_client::wire::{EpochResponse, UpdateItem, UpdatesAccepted, UpdatesRequest};
+use std::time::Duration;
 
 /// Largest request the traffic source sends (the server's default limit).
 const CHUNK: usize = 1000;
@@ -47,10 +47,9 @@ async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwes
 pub async fn run(t: Traffic) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = t.url.trim_end_matches('/').to_owned();
-    let info: InfoResponse = check(http.get(format!("{url}/v1/info")).send().await?, "GET /v1/info")
-        .await?
-        .json()
-        .await?;
+    // The read API through the client library; the operator routes below are not in it.
+    let reader = DirectoryClient::new(&url, Duration::from_secs(60))?;
+    let info = reader.info().await?;
     let key_hex = t.directory_key.clone().unwrap_or_else(|| info.signing_key.clone());
     let key: [u8; 32] = kt_client::head::hex_array(&key_hex, "directory key")?;
     let pinned = PinnedKeys {
@@ -108,14 +107,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
         return Ok(());
     };
     let label = String::from_utf8_lossy(&label.0).into_owned();
-    let encoded = kt_client::http::encode_label(&label);
-    let lookup: LookupResponse = check(
-        http.get(format!("{url}/v1/lookup/{encoded}")).send().await?,
-        "GET /v1/lookup",
-    )
-    .await?
-    .json()
-    .await?;
+    let lookup = reader.lookup(&label).await?;
     let found = pinned.lookup_response(&lookup)?;
     if found.value.0 != value.0 {
         bail!("lookup of {label} verified but shows another value than the one sent");
@@ -124,13 +116,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
         "verified lookup label={label} version={} epoch={}",
         found.version, lookup.head.head.epoch
     );
-    let history: HistoryResponse = check(
-        http.get(format!("{url}/v1/history/{encoded}")).send().await?,
-        "GET /v1/history",
-    )
-    .await?
-    .json()
-    .await?;
+    let history = reader.history(&label, None).await?;
     let versions = pinned.history_response(&history)?;
     println!(
         "verified history label={label} versions={} epoch={}",
