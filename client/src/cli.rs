@@ -263,10 +263,7 @@ impl Session {
     /// Records a verified head (age, rollback and fork checks) and saves the state.
     fn observe(&mut self, head: &SignedHead) -> anyhow::Result<()> {
         if let Some(max) = self.max_head_age {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0);
+            let now = crate::head::unix_ms();
             let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
             crate::verify::check_age(&head.head, now, max_ms).map_err(code_of_response)?;
         }

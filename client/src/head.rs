@@ -121,6 +121,14 @@ impl Head {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), as heads carry time.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// blake3 of a VRF public key, as heads carry it.
 pub fn vrf_key_hash(vrf_public_key: &[u8]) -> [u8; 32] {
     *blake3::hash(vrf_public_key).as_bytes()

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Key in [`Cf::Meta`] of the freshest signature of the latest epoch's head (a quiet
@@ -70,18 +70,32 @@ impl std::fmt::Debug for ReadView {
 }
 
 /// Why the publisher stopped: set once, cleared only by a restart.
-#[derive(Debug, Default)]
-pub struct Failure(OnceLock<String>);
+#[derive(Debug)]
+pub struct Failure {
+    /// The first reason.
+    reason: OnceLock<String>,
+    /// `kt_directory_publisher_failed`, raised together with the reason.
+    gauge: prometheus::IntGauge,
+}
 
 impl Failure {
-    /// The reason, once failed.
-    pub fn reason(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+    /// Not failed; `gauge` is raised when it is.
+    pub fn new(gauge: prometheus::IntGauge) -> Failure {
+        Failure {
+            reason: OnceLock::new(),
+            gauge,
+        }
     }
 
-    /// Marks the directory failed (the first reason wins).
+    /// The reason, once failed.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+
+    /// Marks the directory failed (the first reason wins) and raises the metric.
     pub(crate) fn set(&self, reason: String) {
-        if self.0.set(reason).is_ok() {
+        self.gauge.set(1);
+        if self.reason.set(reason).is_ok() {
             tracing::error!(reason = self.reason().unwrap_or_default(), "publisher refuses to go on");
         }
     }
@@ -117,7 +131,7 @@ pub enum PublishError {
 }
 
 /// Signs heads for one directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HeadSigner {
     /// The directory's ed25519 key.
     key: SigningKey,
@@ -155,11 +169,7 @@ impl HeadSigner {
 
 /// Milliseconds since the Unix epoch, never earlier than `not_before`.
 fn now_ms(not_before: u64) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    now.max(not_before)
+    kt_client::head::unix_ms().max(not_before)
 }
 
 fn epoch_key(epoch: u64) -> Vec<u8> {
@@ -271,7 +281,7 @@ impl Publisher {
             dir: read,
         }));
         let (trigger_tx, trigger_rx) = mpsc::channel(16);
-        let failure = Arc::new(Failure::default());
+        let failure = Arc::new(Failure::new(metrics.publisher_failed.clone()));
         let latest_blob_epoch = Arc::new(AtomicU64::new(0));
         let publisher = Publisher {
             dir,
@@ -386,7 +396,6 @@ impl Publisher {
     }
 
     fn fail(&self, reason: String) {
-        self.metrics.publisher_failed.set(1);
         self.failure.set(reason);
     }
 
@@ -632,11 +641,7 @@ fn commit_hook(
     let next = current.epoch + 1;
     let previous_root = current.root;
     let not_before = current.timestamp_ms;
-    let signer = HeadSigner {
-        key: signer.key.clone(),
-        namespace: signer.namespace.clone(),
-        vrf_key_hash: signer.vrf_key_hash,
-    };
+    let signer = signer.clone();
     Box::new(move |records: &[DbRecord]| {
         let refuse = |msg: String| StorageError::CommitHook(msg);
         let mut azks_epoch = None;

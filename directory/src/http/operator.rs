@@ -103,7 +103,6 @@ pub(super) async fn post_updates(
         Ok(ids) => ids,
         Err(e) => {
             if state.shared.storage.is_fenced() {
-                state.metrics.publisher_failed.set(1);
                 state.shared.failure.set(format!("update intake write failed: {e}"));
             }
             return Err(e.into());
