@@ -31,10 +31,10 @@ stage "client library without cli feature" cargo build --release --locked -p kt-
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
-stage "client: head vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test tampering
+stage "client: head and co-signature vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test cosign_vectors --test tampering
 stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
-stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs)" tests cargo test --release --locked -p kt-e2e
+stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs, auditor + dashboard in chromium)" tests cargo test --release --locked -p kt-e2e
 echo "=== all stages passed in $SECONDS s"
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

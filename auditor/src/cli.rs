@@ -1,7 +1,10 @@
 //! The `kt-auditor` command line. `main.rs` (and the e2e tests' copy) call [`main`].
 
+use crate::config::{FileConfig, ServeConfig};
+use crate::datadir::DataDir;
 use anyhow::bail;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +17,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the auditor's data directory and its ed25519 co-signing key; prints the
+    /// public key (clients pin it).
+    Init {
+        /// Where the key and the database live.
+        #[arg(long, env = "KT_AUDITOR_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Follow a directory: verify every epoch's append-only proof, co-sign it, publish
+    /// evidence of misbehaviour, and serve the API and the public dashboard.
+    Serve(Box<ServeArgs>),
     /// Verify a folder of WhatsApp-style audit blobs (`EPOCH/PREV_ROOT/CUR_ROOT` files):
     /// consecutive epochs, a chained root, and every append-only proof. Exits non-zero at
     /// the first failure.
@@ -23,11 +36,70 @@ enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data directory made by `init`.
+    #[arg(long, env = "KT_AUDITOR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// TOML file with any of the settings below (flags and env win over it).
+    #[arg(long, env = "KT_AUDITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The directory's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "KT_AUDITOR_DIRECTORY")]
+    directory: Option<String>,
+    /// The directory's ed25519 signing key, hex (pinned; never taken from the directory).
+    #[arg(long, env = "KT_AUDITOR_DIRECTORY_KEY")]
+    directory_key: Option<String>,
+    /// Address to serve the API and dashboard on [default: 127.0.0.1:8081].
+    #[arg(long, env = "KT_AUDITOR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// This auditor's base URL as others reach it (Plexi's log_directory) [default: http://LISTEN].
+    #[arg(long, env = "KT_AUDITOR_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Seconds between polls once caught up [default: 5].
+    #[arg(long, env = "KT_AUDITOR_POLL_INTERVAL")]
+    poll_interval: Option<u64>,
+    /// Longest backoff after failed requests, seconds [default: 60].
+    #[arg(long, env = "KT_AUDITOR_MAX_BACKOFF")]
+    max_backoff: Option<u64>,
+    /// Longest the directory may go without a fresh signed head, seconds [default: 600].
+    #[arg(long, env = "KT_AUDITOR_MAX_HEAD_AGE")]
+    max_head_age: Option<u64>,
+    /// Largest append-only proof fetched, MiB [default: 1024].
+    #[arg(long, env = "KT_AUDITOR_MAX_PROOF_MIB")]
+    max_proof_mib: Option<u64>,
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     kt_client::run::run_command(async {
         match cli.command {
+            Command::Init { data_dir } => {
+                let key = DataDir::new(&data_dir).init()?;
+                println!("auditor key: {}", hex::encode(key.verifying_key().as_bytes()));
+                println!("initialized {}", data_dir.display());
+                Ok(())
+            }
+            Command::Serve(args) => {
+                let file = match &args.config {
+                    Some(path) => FileConfig::load(path)?,
+                    None => FileConfig::default(),
+                };
+                let flags = FileConfig {
+                    directory: args.directory,
+                    directory_key: args.directory_key,
+                    listen: args.listen,
+                    public_url: args.public_url,
+                    poll_interval_secs: args.poll_interval,
+                    max_backoff_secs: args.max_backoff,
+                    max_head_age_secs: args.max_head_age,
+                    max_proof_mib: args.max_proof_mib,
+                    request_timeout_secs: None,
+                };
+                let config = ServeConfig::resolve(file.overlay(flags))?;
+                crate::server::serve(DataDir::new(args.data_dir), config).await
+            }
             Command::AuditBlobs { path } => {
                 let verified = crate::blobs::audit(&path, |v| {
                     println!(

@@ -58,6 +58,14 @@ struct Global {
     /// directory re-signs its head every epoch interval, so set it above that.
     #[arg(long, global = true, env = "KT_MAX_HEAD_AGE")]
     max_head_age: Option<u64>,
+    /// An auditor whose co-signature heads need, as URL=KEY (its co-signing key, hex,
+    /// pinned out of band). Repeat for several; KT_AUDITORS takes a comma-separated list.
+    #[arg(long = "auditor", global = true, env = "KT_AUDITORS", value_delimiter = ',')]
+    auditors: Vec<String>,
+    /// How many of the given auditors must have co-signed the head's epoch [default:
+    /// all of them]. Too few: exit code 9 ("not yet audited").
+    #[arg(long, global = true, env = "KT_MIN_AUDITORS")]
+    min_auditors: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +188,20 @@ struct Session {
     state: State,
     json: bool,
     max_head_age: Option<Duration>,
+    /// Auditors (client of each, co-signing key) whose co-signatures are required.
+    auditors: Vec<(DirectoryClient, ed25519_dalek::VerifyingKey)>,
+    /// How many of them must co-sign.
+    min_auditors: usize,
+}
+
+/// Parses `URL=KEYHEX`.
+fn parse_auditor(spec: &str, timeout: Duration) -> anyhow::Result<(DirectoryClient, ed25519_dalek::VerifyingKey)> {
+    let (url, key) = spec
+        .rsplit_once('=')
+        .ok_or_else(|| anyhow!("--auditor {spec:?}: expected URL=KEY (the auditor's co-signing key, hex)"))?;
+    let key: [u8; 32] = hex_array(key, "auditor key").with_context(|| format!("--auditor {spec:?}"))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key).with_context(|| format!("--auditor {spec:?}"))?;
+    Ok((DirectoryClient::new(url, timeout)?, key))
 }
 
 fn default_state_path() -> PathBuf {
@@ -212,6 +234,19 @@ impl Session {
             None if needs_network => bail!("--directory URL is required"),
             None => None,
         };
+        let timeout = Duration::from_secs(global.timeout);
+        let auditors = global
+            .auditors
+            .iter()
+            .map(|spec| parse_auditor(spec, timeout))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let min_auditors = global.min_auditors.unwrap_or(auditors.len());
+        if min_auditors > auditors.len() {
+            bail!(
+                "--min-auditors {min_auditors} but only {} --auditor given",
+                auditors.len()
+            );
+        }
         let state_path = global.state.or(file.state).unwrap_or_else(default_state_path);
         let state = State::load(&state_path).map_err(code_of_state)?;
         Ok(Session {
@@ -223,6 +258,8 @@ impl Session {
             state,
             json: global.json,
             max_head_age: global.max_head_age.map(Duration::from_secs),
+            auditors,
+            min_auditors,
         })
     }
 
@@ -269,6 +306,58 @@ impl Session {
         }
         self.dir().observe(head).map_err(code_of_state)?;
         self.state.save(&self.state_path).map_err(code_of_state)
+    }
+
+    /// Requires `min_auditors` co-signatures on exactly this head's epoch, root and
+    /// previous root. An auditor that co-signed another root for the epoch holds a
+    /// second head signed by the directory: that is a fork (exit 5, evidence printed).
+    async fn check_audited(&mut self, head: &SignedHead) -> anyhow::Result<()> {
+        if self.min_auditors == 0 {
+            return Ok(());
+        }
+        let epoch = head.head.epoch;
+        let mut signed = 0;
+        let mut problems = Vec::new();
+        for (client, key) in &self.auditors {
+            let answer: Result<crate::auditor::CoSignedHead, HttpError> =
+                client.get_json(&format!("/v1/heads/{epoch}")).await;
+            match answer {
+                Ok(c) => match c.cosignature.verify_for(key, &c.directory_head) {
+                    Err(e) => problems.push(format!("{}: {e}", client.base())),
+                    Ok(()) if c.directory_head.verify(&self.directory_key).is_err() => problems.push(format!(
+                        "{}: co-signed a head the directory did not sign",
+                        client.base()
+                    )),
+                    Ok(())
+                        if c.directory_head.head.root != head.head.root
+                            || c.directory_head.head.previous_root != head.head.previous_root =>
+                    {
+                        let evidence = crate::state::ForkEvidence {
+                            first: c.directory_head.clone(),
+                            second: head.clone(),
+                        };
+                        return Err(code_of_state(StateError::Fork(Box::new(evidence))));
+                    }
+                    Ok(()) => signed += 1,
+                },
+                Err(HttpError::NotFound(_)) => {
+                    problems.push(format!("{}: epoch {epoch} not audited yet", client.base()))
+                }
+                Err(e) => problems.push(format!("{}: {e}", client.base())),
+            }
+        }
+        if signed < self.min_auditors {
+            return Err(coded(
+                9,
+                anyhow!(
+                    "not yet audited: epoch {epoch} is co-signed by {signed} of {} auditors, {} needed ({})",
+                    self.auditors.len(),
+                    self.min_auditors,
+                    problems.join("; ")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn print<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
@@ -353,6 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let found = pinned.lookup_response(&response).map_err(code_of_response)?;
             s.observe(&response.head)?;
+            s.check_audited(&response.head).await?;
             let v = Version::from(&found);
             s.print(
                 &Verified {
@@ -384,6 +474,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let versions = pinned.history_response(&response).map_err(code_of_response)?;
             s.observe(&response.head)?;
+            s.check_audited(&response.head).await?;
             let versions: Vec<Version> = versions.iter().map(Version::from).collect();
             s.print(
                 &Verified {
@@ -406,6 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let head = s.client()?.latest_head().await.map_err(code_of_http)?;
             pinned.check_head(&head).map_err(code_of_response)?;
             s.observe(&head)?;
+            s.check_audited(&head).await?;
             s.print(&head, || head_line(&head))
         }
         Command::Monitor(args) => monitor(&mut s, args).await,
@@ -470,6 +562,7 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
             let response = s.client()?.history(&args.label, None).await.map_err(code_of_http)?;
             let versions = pinned.history_response(&response).map_err(code_of_response)?;
             s.observe(&response.head)?;
+            s.check_audited(&response.head).await?;
             let unexpected: Vec<Version> = versions
                 .iter()
                 .filter(|v| v.epoch > since && v.value.0 != expected)

@@ -30,6 +30,14 @@ pub enum HttpError {
         /// The server's `error` field, or its body.
         message: String,
     },
+    /// The answer is larger than allowed.
+    #[error("{url}: answer larger than {limit} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
     /// A success status whose body is not the expected JSON.
     #[error("{url}: unexpected response body: {reason}")]
     Body {
@@ -39,6 +47,11 @@ pub enum HttpError {
         reason: String,
     },
 }
+
+/// Largest JSON answer accepted (history proofs of busy labels are the biggest).
+pub const MAX_JSON_BODY: u64 = 64 << 20;
+/// Most of an error body read for its message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// A client of one directory.
 #[derive(Debug, Clone)]
@@ -78,19 +91,34 @@ impl DirectoryClient {
         })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+    /// GETs `path` and returns the body of a success answer, refusing bodies over
+    /// `limit` bytes while they stream in (memory stays bounded by `limit`).
+    async fn fetch(&self, path: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
         let url = format!("{}{path}", self.base);
         let transport = |source| HttpError::Transport {
             url: url.clone(),
             source,
         };
-        let response = self.http.get(&url).send().await.map_err(transport)?;
+        let mut response = self.http.get(&url).send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let limit = if status.is_success() { limit } else { MAX_ERROR_BODY };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(HttpError::TooLarge { url, limit });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                if !status.is_success() {
+                    break;
+                }
+                return Err(HttpError::TooLarge { url, limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(500).collect());
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(500).collect());
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Err(HttpError::NotFound(message));
             }
@@ -100,10 +128,31 @@ impl DirectoryClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| HttpError::Body {
-            url,
+        Ok(body)
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GETs a JSON document at `path` (e.g. an auditor's `/v1/heads/{epoch}`).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        self.get(path).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        let body = self.fetch(path, MAX_JSON_BODY).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Body {
+            url: format!("{}{path}", self.base),
             reason: e.to_string(),
         })
+    }
+
+    /// The raw audit blob named `name` (`"{epoch}/{prev}/{cur}"`), served at the
+    /// directory's host root; at most `limit` bytes.
+    pub async fn audit_blob(&self, name: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
+        self.fetch(&format!("/{name}"), limit).await
     }
 
     /// `GET /v1/info`.

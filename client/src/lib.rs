@@ -5,11 +5,14 @@
 //! This crate must stay free of RocksDB, axum and the server crates: messaging clients
 //! embed it.
 
+pub mod auditor;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cosign;
 pub mod head;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod keyfile;
 #[cfg(feature = "cli")]
 pub mod run;
 pub mod state;

@@ -11,9 +11,8 @@
 use crate::vrf::VrfSecret;
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The data-directory format this build reads and writes.
@@ -33,16 +32,9 @@ pub enum DataDirError {
         #[source]
         source: std::io::Error,
     },
-    /// A key file does not hold a key of the right length.
-    #[error("key file {path} holds {len} bytes, expected {expected}")]
-    Length {
-        /// The file.
-        path: String,
-        /// What it holds.
-        len: usize,
-        /// What a key needs.
-        expected: usize,
-    },
+    /// A key file is unreadable or the wrong length.
+    #[error(transparent)]
+    KeyFile(#[from] kt_client::keyfile::KeyFileError),
     /// No manifest: `init` was never run here.
     #[error("{0} is not an initialized data directory (no manifest.json); run `kt-directory init` first")]
     NotInitialized(String),
@@ -74,29 +66,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     }
 }
 
-/// Reads a secret file of exactly `N` bytes.
-pub fn read_secret<const N: usize>(path: &Path) -> Result<[u8; N], DataDirError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io(path))?;
-    bytes.as_slice().try_into().map_err(|_| DataDirError::Length {
-        path: path.display().to_string(),
-        len: bytes.len(),
-        expected: N,
-    })
-}
-
-/// Writes a new file readable by the owner only, synced; never overwrites.
-pub fn create_private_file(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(path))
-}
+pub use kt_client::keyfile::{create_private_file, read_secret};
 
 /// What `manifest.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,11 +224,12 @@ impl DataDir {
         let token = std::fs::read(self.token()).map_err(io(&self.token()))?;
         let token = token.trim_ascii();
         if token.len() < 32 {
-            return Err(DataDirError::Length {
+            return Err(kt_client::keyfile::KeyFileError::Length {
                 path: self.token().display().to_string(),
                 len: token.len(),
                 expected: 2 * TOKEN_BYTES,
-            });
+            }
+            .into());
         }
         Ok(Loaded {
             manifest,

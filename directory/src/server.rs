@@ -47,31 +47,11 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let publisher = tokio::spawn(publisher.run(config.epoch_interval, triggers, stopped));
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(kt_client::run::shutdown_signal())
         .await
         .context("HTTP server")?;
     let _ = stop.send(true);
     publisher.await.context("publisher task")?;
     tracing::info!("kt-directory stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

@@ -46,7 +46,7 @@ impl VrfSecret {
 
     /// Writes this key to a new file readable by the owner only; never overwrites.
     pub fn create_file(&self, path: &Path) -> Result<(), KeyFileError> {
-        crate::datadir::create_private_file(path, &self.0[..])
+        Ok(crate::datadir::create_private_file(path, &self.0[..])?)
     }
 
     /// Loads the key at `path`, or creates a random one there if the file is absent.
@@ -86,7 +86,10 @@ mod tests {
         std::fs::write(&path, b"short").expect("write");
         assert!(matches!(
             VrfSecret::load(&path),
-            Err(KeyFileError::Length { len: 5, .. })
+            Err(KeyFileError::KeyFile(kt_client::keyfile::KeyFileError::Length {
+                len: 5,
+                ..
+            }))
         ));
     }
 }

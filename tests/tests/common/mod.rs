@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// The directory binary under test.
 pub const DIRECTORY: &str = env!("CARGO_BIN_EXE_e2e-kt-directory");
+/// The auditor binary under test.
+pub const AUDITOR: &str = env!("CARGO_BIN_EXE_e2e-kt-auditor");
 /// No sign of life from a child for this long fails the test instead of hanging it.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -79,7 +81,7 @@ pub fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
-/// A running `kt-directory serve`; killed on drop.
+/// A running `kt-directory serve` or `kt-auditor serve`; killed on drop.
 #[derive(Debug)]
 pub struct Server {
     /// The process.
@@ -91,27 +93,52 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on 127.0.0.1:0 with `extra` arguments and waits for its address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(DIRECTORY)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--block-cache-mib",
-                "32",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
+        let mut cmd = Command::new(DIRECTORY);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--block-cache-mib",
+            "32",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra);
+        Server::spawn(cmd, "kt-directory serve")
+    }
+
+    /// Starts `kt-auditor serve` on 127.0.0.1:0 following `directory` (pinned `key`),
+    /// polling every second, with `extra` arguments.
+    pub fn start_auditor(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(AUDITOR);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "1",
+            "--max-backoff",
+            "2",
+        ])
+        .args(["--directory", directory, "--directory-key", key, "--data-dir"])
+        .arg(data_dir)
+        .args(extra);
+        Server::spawn(cmd, "kt-auditor serve")
+    }
+
+    /// Spawns `cmd` and waits for its `listening on URL` line.
+    fn spawn(mut cmd: Command, what: &str) -> Server {
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start kt-directory serve");
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let rx = lines(child.stdout.take().expect("stdout"));
         let url = loop {
             let line = rx
                 .recv_timeout(STARTUP_TIMEOUT)
-                .expect("kt-directory serve printed no address");
+                .unwrap_or_else(|_| panic!("{what} printed no address"));
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.to_owned();
             }
@@ -132,7 +159,7 @@ impl Server {
         let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         assert!(ok.success());
         let status = self.child.wait().expect("wait");
-        assert!(status.success(), "kt-directory should exit 0 on SIGTERM, got {status}");
+        assert!(status.success(), "the server should exit 0 on SIGTERM, got {status}");
     }
 }
 
@@ -277,7 +304,7 @@ impl Api {
 
 /// Runs `kt-auditor audit-blobs` on `folder`; panics with its output unless it passes.
 pub fn audit_folder(folder: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_e2e-kt-auditor"))
+    let out = Command::new(AUDITOR)
         .arg("audit-blobs")
         .arg(folder)
         .output()

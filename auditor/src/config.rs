@@ -1,0 +1,148 @@
+//! `kt-auditor serve` settings: flags win over `KT_AUDITOR_*` environment variables
+//! (both via clap), which win over the TOML config file, which wins over defaults.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The config file (TOML). Every key is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The directory's base URL.
+    pub directory: Option<String>,
+    /// The directory's signing key, hex.
+    pub directory_key: Option<String>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// This auditor's base URL as others reach it.
+    pub public_url: Option<String>,
+    /// Seconds between polls once caught up.
+    pub poll_interval_secs: Option<u64>,
+    /// Longest backoff after failures, seconds.
+    pub max_backoff_secs: Option<u64>,
+    /// Longest the directory may go without a fresh head, seconds.
+    pub max_head_age_secs: Option<u64>,
+    /// Largest proof fetched, MiB.
+    pub max_proof_mib: Option<u64>,
+    /// Timeout of one request to the directory, seconds.
+    pub request_timeout_secs: Option<u64>,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for [`FileConfig`].
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// Missing or out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Keys given as flags or environment variables replace the file's.
+    pub fn overlay(self, over: FileConfig) -> FileConfig {
+        FileConfig {
+            directory: over.directory.or(self.directory),
+            directory_key: over.directory_key.or(self.directory_key),
+            listen: over.listen.or(self.listen),
+            public_url: over.public_url.or(self.public_url),
+            poll_interval_secs: over.poll_interval_secs.or(self.poll_interval_secs),
+            max_backoff_secs: over.max_backoff_secs.or(self.max_backoff_secs),
+            max_head_age_secs: over.max_head_age_secs.or(self.max_head_age_secs),
+            max_proof_mib: over.max_proof_mib.or(self.max_proof_mib),
+            request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+        }
+    }
+}
+
+/// Resolved settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The directory's base URL.
+    pub directory: String,
+    /// The pinned directory key.
+    pub directory_key: ed25519_dalek::VerifyingKey,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Our base URL for others (`None`: `http://{bound address}`).
+    pub public_url: Option<String>,
+    /// Follow-loop pacing and limits.
+    pub follow: crate::follower::FollowConfig,
+    /// Timeout of one request to the directory.
+    pub request_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Applies defaults and checks every value.
+    pub fn resolve(c: FileConfig) -> Result<ServeConfig, ConfigError> {
+        let directory = c
+            .directory
+            .ok_or_else(|| ConfigError::Invalid("--directory URL is required".into()))?;
+        if !(directory.starts_with("http://") || directory.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "--directory must be an http:// or https:// URL, got {directory:?}"
+            )));
+        }
+        let key_hex = c
+            .directory_key
+            .ok_or_else(|| ConfigError::Invalid("--directory-key HEX is required (pin it out of band)".into()))?;
+        let key_bytes: [u8; 32] = kt_client::head::hex_array(key_hex.trim(), "directory key").map_err(|_| {
+            ConfigError::Invalid("--directory-key must be 64 hex digits (an ed25519 public key)".into())
+        })?;
+        let directory_key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)
+            .map_err(|_| ConfigError::Invalid("--directory-key is not a valid ed25519 public key".into()))?;
+        let secs = |v: Option<u64>, default: u64, name: &str| -> Result<Duration, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(ConfigError::Invalid(format!("{name} must be at least 1 second"))),
+                s => Ok(Duration::from_secs(s)),
+            }
+        };
+        let max_proof_mib = c.max_proof_mib.unwrap_or(1024);
+        if max_proof_mib == 0 {
+            return Err(ConfigError::Invalid("max_proof_mib must be at least 1".into()));
+        }
+        Ok(ServeConfig {
+            directory: directory.trim_end_matches('/').to_owned(),
+            directory_key,
+            listen: c.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            public_url: c.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            follow: crate::follower::FollowConfig {
+                poll_interval: secs(c.poll_interval_secs, 5, "poll interval")?,
+                max_backoff: secs(c.max_backoff_secs, 60, "max backoff")?,
+                max_head_age: secs(c.max_head_age_secs, 600, "max head age")?,
+                max_proof_bytes: max_proof_mib << 20,
+            },
+            request_timeout: secs(c.request_timeout_secs, 120, "request timeout")?,
+        })
+    }
+}

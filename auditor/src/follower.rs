@@ -1,0 +1,456 @@
+//! The follow loop: fetch the directory's heads, verify each next epoch, co-sign and
+//! persist it, one epoch at a time, and publish evidence when something is wrong.
+//!
+//! It never co-signs an epoch it has not verified, never skips one, and stops
+//! advancing at the first proven misbehaviour. Network trouble is not misbehaviour:
+//! it retries with exponential backoff and reports `lagging` with the reason.
+
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use crate::store::{EpochRecord, Pins, Store, StoreError};
+use crate::verify::{self, Finding, Identity};
+use ed25519_dalek::SigningKey;
+use kt_client::auditor::{AuditState, Evidence, EvidenceSource};
+use kt_client::cosign::Attestation;
+use kt_client::head::{SignedHead, unix_ms};
+use kt_client::http::{DirectoryClient, HttpError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How the follower paces itself.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// Pause between polls once caught up.
+    pub poll_interval: Duration,
+    /// Longest backoff after failed requests.
+    pub max_backoff: Duration,
+    /// Longest the directory may go without a fresh signed head.
+    pub max_head_age: Duration,
+    /// Largest proof fetched (memory is bounded by one proof at a time).
+    pub max_proof_bytes: u64,
+}
+
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// The directory could not be asked (or answered nonsense that proves nothing).
+    #[error("{0}")]
+    Transient(String),
+    /// The directory misbehaved; the finding is published.
+    #[error("{}", .0.reason)]
+    Misbehaviour(Box<Finding>),
+    /// Our own database failed: stop rather than guess.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Finding> for StepError {
+    fn from(f: Finding) -> Self {
+        StepError::Misbehaviour(Box::new(f))
+    }
+}
+
+impl From<HttpError> for StepError {
+    fn from(e: HttpError) -> Self {
+        StepError::Transient(format!("directory unavailable: {e}"))
+    }
+}
+
+/// What a successful step achieved.
+enum Progress {
+    /// Verified an epoch; more may follow at once.
+    Advanced,
+    /// Nothing new to verify.
+    CaughtUp,
+}
+
+/// The follower and everything it owns.
+#[derive(Debug)]
+pub struct Follower {
+    /// The directory's read API.
+    client: DirectoryClient,
+    /// Durable state (the only writer is this follower).
+    store: Store,
+    /// Co-signs verified epochs.
+    key: SigningKey,
+    /// The directory key from the operator.
+    directory_key: ed25519_dalek::VerifyingKey,
+    /// Shared with the HTTP handlers.
+    status: SharedStatus,
+    /// Exported at `/metrics`.
+    metrics: Metrics,
+    /// Pace and limits.
+    config: FollowConfig,
+    /// The newest validly signed head seen (for staleness and rollback checks).
+    latest_seen: Option<SignedHead>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Corrupt {
+            what: "store task".into(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+impl Follower {
+    /// A follower; nothing is fetched until [`Follower::run`].
+    pub fn new(
+        client: DirectoryClient,
+        store: Store,
+        key: SigningKey,
+        directory_key: ed25519_dalek::VerifyingKey,
+        status: SharedStatus,
+        metrics: Metrics,
+        config: FollowConfig,
+    ) -> Follower {
+        Follower {
+            client,
+            store,
+            key,
+            directory_key,
+            status,
+            metrics,
+            config,
+            latest_seen: None,
+        }
+    }
+
+    /// Loads what the store knows into the status (before serving starts).
+    pub async fn restore(&mut self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let (pins, last) = blocking(move || Ok((store.pins()?, store.last_epoch()?))).await?;
+        if let Some(last) = last {
+            self.note_verified(&last);
+            self.latest_seen = Some(last.head.clone());
+            self.status.update(|s| {
+                s.last_seen_epoch = Some(last.head.head.epoch);
+                s.last_head_timestamp_ms = Some(last.head.head.timestamp_ms);
+            });
+        }
+        if let Some(pins) = pins {
+            self.status.update(|s| s.namespace = pins.namespace);
+        }
+        let store = self.store.clone();
+        let evidence = blocking(move || store.evidence()).await?;
+        if let Some(proof) = evidence.iter().find(|e| e.kind.halts()) {
+            let reason = format!("evidence #{} ({:?}): {}", proof.id, proof.kind, proof.reason);
+            self.set_state(AuditState::Failed, reason);
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, state: AuditState, reason: String) {
+        self.metrics.state.set(match state {
+            AuditState::Ok => 0,
+            AuditState::Lagging => 1,
+            AuditState::Failed => 2,
+        });
+        self.status.set_state(state, reason);
+        if self.status.failed() {
+            self.metrics.state.set(2);
+        }
+    }
+
+    fn note_verified(&self, record: &EpochRecord) {
+        let h = &record.head.head;
+        self.metrics.last_verified_epoch.set(h.epoch as i64);
+        self.status.update(|s| {
+            s.last_verified_epoch = Some(h.epoch);
+            s.last_verified_root = Some(hex::encode(h.root));
+        });
+        self.update_lag();
+    }
+
+    fn update_lag(&self) {
+        let s = self.status.get();
+        let lag = s
+            .last_seen_epoch
+            .unwrap_or(0)
+            .saturating_sub(s.last_verified_epoch.unwrap_or(0));
+        self.metrics.lag_epochs.set(lag as i64);
+    }
+
+    /// Follows the directory until `shutdown` turns true. After proven misbehaviour
+    /// or a failed write of its own, it stops advancing and only waits for shutdown.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if self.status.get().state == AuditState::Failed {
+            tracing::error!(reason = %self.status.get().reason, "not advancing: misbehaviour is on record");
+            let _ = shutdown.wait_for(|&s| s).await;
+            return;
+        }
+        let mut delay = Duration::ZERO;
+        let mut backoff = self.config.poll_interval;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|&s| s) => return,
+            }
+            if self.status.failed() {
+                tracing::error!(reason = %self.status.get().reason, "not advancing: misbehaviour is on record");
+                break;
+            }
+            match self.step().await {
+                Ok(progress) => {
+                    backoff = self.config.poll_interval;
+                    delay = match progress {
+                        Progress::Advanced => Duration::ZERO,
+                        Progress::CaughtUp => self.config.poll_interval,
+                    };
+                    if let Err(e) = self.check_fresh(matches!(progress, Progress::CaughtUp)).await {
+                        self.halt(e).await;
+                        break;
+                    }
+                }
+                Err(StepError::Transient(reason)) => {
+                    self.metrics.fetch_errors.inc();
+                    tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "directory step failed");
+                    self.set_state(AuditState::Lagging, reason);
+                    delay = backoff;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    if let Err(e) = self.check_fresh(false).await {
+                        self.halt(e).await;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.halt(e).await;
+                    break;
+                }
+            }
+        }
+        let _ = shutdown.wait_for(|&s| s).await;
+    }
+
+    /// Publishes the reason for stopping and marks the auditor failed.
+    async fn halt(&self, e: StepError) {
+        match e {
+            StepError::Misbehaviour(finding) => {
+                let reason = finding.reason.clone();
+                let kind = finding.kind;
+                match self.record(*finding).await {
+                    Ok(id) => {
+                        tracing::error!(id, ?kind, %reason, "misbehaviour: evidence published; not advancing");
+                        self.set_state(AuditState::Failed, format!("evidence #{id} ({kind:?}): {reason}"));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, %reason, "misbehaviour, and recording it failed");
+                        self.set_state(AuditState::Failed, format!("{reason} (recording it failed: {e})"));
+                    }
+                }
+            }
+            StepError::Store(e) => {
+                tracing::error!(error = %e, "auditor storage failed; not advancing");
+                self.set_state(AuditState::Failed, format!("auditor storage failed: {e}"));
+            }
+            StepError::Transient(reason) => self.set_state(AuditState::Lagging, reason),
+        }
+    }
+
+    /// Stores a finding as evidence; returns its id.
+    async fn record(&self, f: Finding) -> Result<u64, StoreError> {
+        let (blob_name, blob) = match f.blob {
+            Some((name, bytes)) => (Some(name), Some(bytes)),
+            None => (None, None),
+        };
+        let evidence = Evidence {
+            id: 0,
+            kind: f.kind,
+            epoch: f.epoch,
+            detected_at_ms: unix_ms(),
+            source: EvidenceSource::Auditor,
+            reason: f.reason,
+            heads: f.heads,
+            blob_name,
+        };
+        let kind = evidence.kind;
+        let store = self.store.clone();
+        let (id, created) = blocking(move || store.add_evidence(evidence, blob.as_deref())).await?;
+        if created {
+            self.metrics.evidence.with_label_values(&[&format!("{kind:?}")]).inc();
+        }
+        Ok(id)
+    }
+
+    /// After a step: report a stale directory (evidence once per stale head), or `ok`
+    /// when caught up and fresh.
+    async fn check_fresh(&self, caught_up: bool) -> Result<(), StepError> {
+        let max_ms = self.config.max_head_age.as_millis() as u64;
+        if let Some(latest) = &self.latest_seen
+            && let Some(f) = verify::stale(latest, unix_ms(), max_ms)
+        {
+            let reason = f.reason.clone();
+            let id = self.record(f).await?;
+            self.set_state(AuditState::Lagging, format!("evidence #{id} (Stale): {reason}"));
+            return Ok(());
+        }
+        if caught_up {
+            self.set_state(AuditState::Ok, String::new());
+        }
+        Ok(())
+    }
+
+    fn identity(&self, pins: Option<&Pins>) -> Identity {
+        Identity {
+            key: self.directory_key,
+            namespace: pins.map(|p| p.namespace.clone()),
+            vrf_key_hash: pins.and_then(|p| kt_client::head::hex_array(&p.vrf_key_hash, "pins").ok()),
+        }
+    }
+
+    /// One unit of progress: at most one epoch verified.
+    async fn step(&mut self) -> Result<Progress, StepError> {
+        let store = self.store.clone();
+        let (pins, last) = blocking(move || Ok((store.pins()?, store.last_epoch()?))).await?;
+        let identity = self.identity(pins.as_ref());
+        let latest = self.client.latest_head().await?;
+        identity.check(&latest)?;
+        let now = unix_ms();
+        self.status.update(|s| {
+            s.last_contact_ms = Some(now);
+            s.last_seen_epoch = Some(s.last_seen_epoch.unwrap_or(0).max(latest.head.epoch));
+            s.last_head_timestamp_ms = Some(latest.head.timestamp_ms);
+        });
+        self.metrics.last_seen_epoch.set(latest.head.epoch as i64);
+        if self
+            .latest_seen
+            .as_ref()
+            .is_none_or(|seen| latest.head.timestamp_ms >= seen.head.timestamp_ms)
+        {
+            self.latest_seen = Some(latest.clone());
+        }
+        self.update_lag();
+
+        let (Some(pins), Some(last)) = (pins, last) else {
+            return self.genesis(&latest).await;
+        };
+        if latest.head.epoch <= last.head.head.epoch {
+            if let Some(f) = verify::rollback(&last.head, &latest) {
+                return Err(f.into());
+            }
+            let e = latest.head.epoch;
+            let store = self.store.clone();
+            if let Some(seen) = blocking(move || store.epoch(e)).await?
+                && let Some(f) = verify::fork_between(&seen.head, &latest)
+            {
+                return Err(f.into());
+            }
+            return Ok(Progress::CaughtUp);
+        }
+
+        let epoch = last.head.head.epoch + 1;
+        let head = if epoch == latest.head.epoch {
+            latest.clone()
+        } else {
+            self.client.head(epoch).await?
+        };
+        identity.check(&head)?;
+        if head.head.epoch != epoch {
+            return Err(StepError::Transient(format!(
+                "asked the directory for the head of epoch {epoch}, got epoch {}",
+                head.head.epoch
+            )));
+        }
+        verify::check_chain(&last.head, &head)?;
+        let name = verify::blob_name(&head);
+        let blob = match self.client.audit_blob(&name, self.config.max_proof_bytes).await {
+            Ok(blob) => blob,
+            Err(HttpError::NotFound(m)) => {
+                return Err(StepError::Transient(format!(
+                    "the directory does not serve the proof {name} for epoch {epoch}: {m}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let proof_bytes = blob.len() as u64;
+        let started = Instant::now();
+        let verified = verify::check_proof(&head, blob.clone()).await;
+        let took = started.elapsed();
+        let stats = verified?;
+        self.metrics.verify_seconds.observe(took.as_secs_f64());
+        self.metrics.proof_bytes.set(proof_bytes as i64);
+        self.metrics.proof_bytes_total.inc_by(proof_bytes);
+
+        let record = self.cosign(&pins.namespace, head, took, proof_bytes, stats.updates)?;
+        let store = self.store.clone();
+        let rec = record.clone();
+        blocking(move || store.commit_epoch(&rec, &blob)).await?;
+        tracing::info!(
+            epoch,
+            updates = stats.updates,
+            proof_bytes,
+            verify_ms = took.as_millis() as u64,
+            "verified and co-signed"
+        );
+        self.note_verified(&record);
+        Ok(if epoch < latest.head.epoch {
+            Progress::Advanced
+        } else {
+            Progress::CaughtUp
+        })
+    }
+
+    /// First start: derive the empty root, verify and co-sign epoch 0, pin identity.
+    async fn genesis(&mut self, latest: &SignedHead) -> Result<Progress, StepError> {
+        let empty = verify::empty_root()
+            .await
+            .map_err(|e| StepError::Transient(format!("computing the empty-tree root: {e}")))?;
+        let head = if latest.head.epoch == 0 {
+            latest.clone()
+        } else {
+            self.client.head(0).await?
+        };
+        self.identity(None).check(&head)?;
+        verify::check_genesis(&head, &empty)?;
+        let pins = Pins {
+            directory_key: hex::encode(self.directory_key.as_bytes()),
+            namespace: head.head.namespace.clone(),
+            vrf_key_hash: hex::encode(head.head.vrf_key_hash),
+            genesis_root: hex::encode(empty),
+        };
+        let record = self.cosign(&pins.namespace, head, Duration::ZERO, 0, 0)?;
+        let store = self.store.clone();
+        let (p, rec) = (pins.clone(), record.clone());
+        blocking(move || store.commit_genesis(&p, &rec)).await?;
+        tracing::info!(namespace = %pins.namespace, root = %pins.genesis_root, "verified and co-signed epoch 0");
+        self.status.update(|s| s.namespace = pins.namespace.clone());
+        self.note_verified(&record);
+        Ok(if latest.head.epoch > 0 {
+            Progress::Advanced
+        } else {
+            Progress::CaughtUp
+        })
+    }
+
+    fn cosign(
+        &self,
+        namespace: &str,
+        head: SignedHead,
+        took: Duration,
+        proof_bytes: u64,
+        updates: u64,
+    ) -> Result<EpochRecord, StepError> {
+        let now = unix_ms();
+        let (cosignature, plexi) = Attestation {
+            namespace: namespace.to_owned(),
+            epoch: head.head.epoch,
+            root: head.head.root,
+            previous_root: head.head.previous_root,
+            timestamp_ms: now,
+        }
+        .sign(&self.key)
+        .map_err(|e| StepError::Transient(format!("co-signing: {e}")))?;
+        Ok(EpochRecord {
+            head,
+            cosignature,
+            plexi,
+            verified_at_ms: now,
+            verify_ms: took.as_millis() as u64,
+            proof_bytes,
+            updates,
+        })
+    }
+}

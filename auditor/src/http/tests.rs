@@ -1,0 +1,262 @@
+//! The auditor's handlers through `Router` + `oneshot`, over a real RocksDB store.
+
+use super::*;
+use crate::store::{EpochRecord, Pins};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ed25519_dalek::SigningKey;
+use kt_client::auditor::{AuditState, CoSignedHead, EpochList, EvidenceAccepted, EvidenceList, StatusResponse};
+use kt_client::cosign::{Attestation, PlexiSignature};
+use kt_client::head::{Head, SignedHead};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const DIR_SEED: [u8; 32] = [1; 32];
+const AUDITOR_SEED: [u8; 32] = [2; 32];
+
+fn head(epoch: u64, root: u8, prev: u8, key: &SigningKey) -> SignedHead {
+    Head {
+        namespace: "test.ns".into(),
+        epoch,
+        root: [root; 32],
+        previous_root: [prev; 32],
+        vrf_key_hash: [9; 32],
+        timestamp_ms: 1000 + epoch,
+    }
+    .sign(key)
+    .expect("sign")
+}
+
+fn record(h: SignedHead) -> EpochRecord {
+    let (cosignature, plexi) = Attestation {
+        namespace: h.head.namespace.clone(),
+        epoch: h.head.epoch,
+        root: h.head.root,
+        previous_root: h.head.previous_root,
+        timestamp_ms: 77,
+    }
+    .sign(&SigningKey::from_bytes(&AUDITOR_SEED))
+    .expect("cosign");
+    EpochRecord {
+        head: h,
+        cosignature,
+        plexi,
+        verified_at_ms: 77,
+        verify_ms: 3,
+        proof_bytes: 6,
+        updates: 2,
+    }
+}
+
+struct Fixture {
+    app: Router,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let dkey = SigningKey::from_bytes(&DIR_SEED);
+    store
+        .commit_genesis(
+            &Pins {
+                directory_key: hex::encode(dkey.verifying_key().as_bytes()),
+                namespace: "test.ns".into(),
+                vrf_key_hash: hex::encode([9; 32]),
+                genesis_root: hex::encode([0; 32]),
+            },
+            &record(head(0, 0, 0, &dkey)),
+        )
+        .expect("genesis");
+    store
+        .commit_epoch(&record(head(1, 1, 0, &dkey)), b"proof1")
+        .expect("epoch 1");
+    let status = SharedStatus::new();
+    status.update(|s| {
+        s.namespace = "test.ns".into();
+        s.last_seen_epoch = Some(2);
+        s.last_verified_epoch = Some(1);
+    });
+    let state = AppState {
+        store,
+        status,
+        metrics: Metrics::new().expect("metrics"),
+        auditor_key: SigningKey::from_bytes(&AUDITOR_SEED).verifying_key(),
+        directory_key: dkey.verifying_key(),
+        directory_url: "http://directory.invalid".into(),
+        public_url: "http://auditor.invalid".into(),
+        max_head_age_secs: 600,
+    };
+    Fixture {
+        app: router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let response = app.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, body.to_vec())
+}
+
+async fn get(app: &Router, path: &str) -> (StatusCode, Vec<u8>) {
+    call(app, Request::get(path).body(Body::empty()).expect("request")).await
+}
+
+async fn post(app: &Router, body: &Value, content_type: &str) -> (StatusCode, Value) {
+    let req = Request::post("/v1/evidence")
+        .header("content-type", content_type)
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let (status, bytes) = call(app, req).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn status_heads_epochs_and_blobs() {
+    let f = fixture();
+    let (status, body) = get(&f.app, "/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    let s: StatusResponse = serde_json::from_slice(&body).expect("status");
+    assert_eq!(
+        (s.last_verified_epoch, s.lag, s.namespace.as_str()),
+        (Some(1), 1, "test.ns")
+    );
+
+    let (status, body) = get(&f.app, "/v1/heads/1").await;
+    assert_eq!(status, StatusCode::OK);
+    let h: CoSignedHead = serde_json::from_slice(&body).expect("head");
+    h.cosignature
+        .verify_for(&f.state.auditor_key, &h.directory_head)
+        .expect("co-signature verifies");
+    h.plexi.verify(&f.state.auditor_key).expect("plexi signature verifies");
+    assert_eq!(get(&f.app, "/v1/heads/latest").await.0, StatusCode::OK);
+    assert_eq!(get(&f.app, "/v1/heads/9").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = get(&f.app, "/v1/heads/-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("epoch must be a decimal integer"));
+
+    let (_, body) = get(&f.app, "/v1/epochs?from=0&limit=10").await;
+    let list: EpochList = serde_json::from_slice(&body).expect("epochs");
+    assert_eq!(list.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(get(&f.app, "/v1/epochs?limit=0").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&f.app, "/v1/epochs?limit=5000").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&f.app, "/v1/epochs?bogus=1").await.0, StatusCode::BAD_REQUEST);
+
+    let name = format!("/1/{}/{}", hex::encode([0; 32]), hex::encode([1; 32]));
+    assert_eq!(get(&f.app, &name).await, (StatusCode::OK, b"proof1".to_vec()));
+    let wrong = format!("/1/{}/{}", hex::encode([5; 32]), hex::encode([1; 32]));
+    assert_eq!(get(&f.app, &wrong).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&f.app, "/no/such/route/here").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn plexi_routes_match_what_plexi_clients_read() {
+    let f = fixture();
+    let (_, body) = get(&f.app, "/info").await;
+    let info: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        info["keys"][0]["public_key"],
+        hex::encode(f.state.auditor_key.as_bytes())
+    );
+    let (_, body) = get(&f.app, "/namespaces/test.ns").await;
+    let ns: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(ns["root"], format!("0/{}", hex::encode([0; 32])));
+    assert_eq!(ns["status"], "Online");
+    assert_eq!(ns["ciphersuite"], 1);
+    assert_eq!(ns["log_directory"], "http://auditor.invalid");
+    let (_, body) = get(&f.app, "/namespaces").await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["namespaces"][0]["name"],
+        "test.ns"
+    );
+    assert_eq!(get(&f.app, "/namespaces/other").await.0, StatusCode::NOT_FOUND);
+
+    let (status, body) = get(&f.app, "/namespaces/test.ns/audits/1").await;
+    assert_eq!(status, StatusCode::OK);
+    let sig: PlexiSignature = serde_json::from_slice(&body).expect("signature");
+    sig.verify(&f.state.auditor_key).expect("verifies");
+    assert_eq!(sig.key_id, f.state.auditor_key.as_bytes()[31]);
+    let (_, body) = get(&f.app, "/namespaces/test.ns/last-verified-epoch").await;
+    let last: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(last["epoch"], 1);
+    assert_eq!(last["job_id"].as_str().map(str::len), Some(36));
+}
+
+#[tokio::test]
+async fn evidence_submissions_are_verified_before_they_are_stored() {
+    let f = fixture();
+    let dkey = SigningKey::from_bytes(&DIR_SEED);
+    let a = serde_json::to_value(head(1, 1, 0, &dkey)).expect("json");
+    let b = serde_json::to_value(head(1, 7, 0, &dkey)).expect("json");
+    let forged = serde_json::to_value(head(1, 7, 0, &SigningKey::from_bytes(&[3; 32]))).expect("json");
+
+    assert_eq!(
+        post(&f.app, &json!({"first": a, "second": b}), "text/plain").await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let (status, body) = post(&f.app, &json!({"first": a}), "application/json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post(&f.app, &json!({"first": a, "second": forged}), "application/json").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"].as_str().unwrap_or("").contains("second head"), "{body}");
+    let (status, _) = post(&f.app, &json!({"first": a, "second": a}), "application/json").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, body) = get(&f.app, "/v1/evidence").await;
+    assert!(
+        serde_json::from_slice::<EvidenceList>(&body)
+            .expect("list")
+            .evidence
+            .is_empty()
+    );
+    assert_ne!(f.state.status.get().state, AuditState::Failed);
+
+    let (status, body) = post(
+        &f.app,
+        &json!({"first": a, "second": b}),
+        "application/json; charset=utf-8",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let accepted: EvidenceAccepted = serde_json::from_value(body).expect("accepted");
+    assert!(accepted.created);
+    let (status, _) = post(&f.app, &json!({"first": a, "second": b}), "application/json").await;
+    assert_eq!(status, StatusCode::OK, "the same pair again is not a new record");
+    assert_eq!(f.state.status.get().state, AuditState::Failed);
+    let (_, body) = get(&f.app, "/v1/evidence").await;
+    let list: EvidenceList = serde_json::from_slice(&body).expect("list");
+    assert_eq!(list.evidence.len(), 1);
+    assert_eq!(list.evidence[0].heads.len(), 2);
+    assert_eq!(get(&f.app, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, body) = get(&f.app, "/namespaces/test.ns").await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["status"],
+        "Disabled"
+    );
+
+    let huge = "x".repeat(MAX_BODY_BYTES + 1);
+    let req = Request::post("/v1/evidence")
+        .header("content-type", "application/json")
+        .body(Body::from(huge))
+        .expect("request");
+    assert_eq!(call(&f.app, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn dashboard_and_metrics_are_served() {
+    let f = fixture();
+    let (status, body) = get(&f.app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8_lossy(&body);
+    assert!(page.contains("id=\"verified-epoch\"") && page.contains("/assets/dashboard.js"));
+    assert!(!page.contains("https://"), "no external assets");
+    assert_eq!(get(&f.app, "/assets/dashboard.js").await.0, StatusCode::OK);
+    assert_eq!(get(&f.app, "/assets/dashboard.css").await.0, StatusCode::OK);
+    let (_, body) = get(&f.app, "/metrics").await;
+    assert!(String::from_utf8_lossy(&body).contains("kt_auditor_last_verified_epoch"));
+}

@@ -1,0 +1,76 @@
+//! `kt-auditor serve`: the follow loop and the HTTP API in one process, until SIGINT
+//! or SIGTERM.
+
+use crate::config::ServeConfig;
+use crate::datadir::DataDir;
+use crate::follower::Follower;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use crate::store::Store;
+use anyhow::Context;
+use kt_client::http::DirectoryClient;
+use std::io::Write;
+use tokio::sync::watch;
+
+/// Runs the auditor on `data` until a shutdown signal.
+pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+    let key = data.load()?;
+    let db = data.db();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db))
+        .await
+        .context("opening the auditor database")??;
+    let directory_hex = hex::encode(config.directory_key.as_bytes());
+    let s = store.clone();
+    if let Some(pins) = tokio::task::spawn_blocking(move || s.pins()).await?? {
+        anyhow::ensure!(
+            pins.directory_key == directory_hex,
+            "this auditor follows the directory with key {}, not {directory_hex}; use another --data-dir for another directory",
+            pins.directory_key
+        );
+    }
+    let metrics = Metrics::new().context("registering metrics")?;
+    let status = SharedStatus::new();
+    let client = DirectoryClient::new(&config.directory, config.request_timeout)?;
+    let mut follower = Follower::new(
+        client,
+        store.clone(),
+        key.clone(),
+        config.directory_key,
+        status.clone(),
+        metrics.clone(),
+        config.follow.clone(),
+    );
+    follower.restore().await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let state = AppState {
+        store,
+        status,
+        metrics,
+        auditor_key: key.verifying_key(),
+        directory_key: config.directory_key,
+        directory_url: config.directory.clone(),
+        public_url,
+        max_head_age_secs: config.follow.max_head_age.as_secs(),
+    };
+    // Scripts and tests read the bound address (the port may be 0) from this line.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, directory = %config.directory, "kt-auditor serving");
+
+    let (stop, stopped) = watch::channel(false);
+    let follow = tokio::spawn(follower.run(stopped));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(kt_client::run::shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    let _ = stop.send(true);
+    follow.await.context("follow task")?;
+    tracing::info!("kt-auditor stopped");
+    Ok(())
+}

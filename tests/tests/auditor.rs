@@ -1,0 +1,463 @@
+//! `kt-auditor serve` against a real `kt-directory` (both real processes on loopback):
+//! every epoch verified and co-signed (our format and Plexi's, with pinned keys), resume after SIGKILL without re-verifying or skipping, the dashboard in
+//! a real headless Chromium, and a malicious directory (a tampering proxy in front of
+//! the real one): a flipped proof byte, a forged head and a stale directory become
+//! published evidence and are never co-signed.
+
+mod common;
+
+use axum::Router;
+use axum::extract::{Path as AxPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use common::{Api, Initialized, Server, init};
+use ed25519_dalek::VerifyingKey;
+use kt_client::auditor::{AuditState, CoSignedHead, EpochList, EvidenceKind, EvidenceList, StatusResponse};
+use kt_client::head::SignedHead;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `kt-auditor init` and returns its public key.
+fn init_auditor(dir: &Path) -> VerifyingKey {
+    let out = Command::new(common::AUDITOR)
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("run kt-auditor init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let hex_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("auditor key: "))
+        .expect("init prints the key");
+    let bytes: [u8; 32] = hex::decode(hex_key).expect("hex").try_into().expect("32 bytes");
+    VerifyingKey::from_bytes(&bytes).expect("key")
+}
+
+fn key_hex(d: &Initialized) -> String {
+    hex::encode(d.pinned.directory_key.as_bytes())
+}
+
+/// Publishes `n` epochs of `per` fresh updates each through the operator API.
+async fn publish(api: &Api, n: usize, per: usize, tag: &str) {
+    for e in 0..n {
+        let updates: Vec<(String, Vec<u8>)> = (0..per)
+            .map(|i| (format!("{tag}-{e}-{i}@example.org"), vec![1, e as u8, i as u8]))
+            .collect();
+        api.post_updates(&updates).await.expect("updates accepted");
+        api.epoch().await.expect("epoch published");
+    }
+}
+
+/// Polls the auditor's status until `done` holds (60 s at most).
+async fn wait_status(auditor: &Api, what: &str, done: impl Fn(&StatusResponse) -> bool) -> StatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: StatusResponse = auditor.get("/v1/status").await;
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks every co-signed head 0..=last: ours and the Plexi form, with pinned keys,
+/// against the directory's own signed head, and with plexi-core's verifier; and that
+/// the auditor serves the same proof the directory does.
+async fn check_cosigned(auditor: &Api, directory: &Api, d: &Initialized, auditor_key: &VerifyingKey, last: u64) {
+    for epoch in 0..=last {
+        let c: CoSignedHead = auditor.get(&format!("/v1/heads/{epoch}")).await;
+        d.pinned.check_head(&c.directory_head).expect("directory head verifies");
+        let theirs: SignedHead = directory.get(&format!("/v1/heads/{epoch}")).await;
+        assert_eq!(theirs.head.root, c.directory_head.head.root, "epoch {epoch}");
+        c.cosignature
+            .verify_for(auditor_key, &c.directory_head)
+            .expect("co-signature verifies for the head");
+        c.plexi.verify(auditor_key).expect("our Plexi signature verifies");
+
+        // The Plexi route serves the same attestation, with every field plexi-core's
+        // `SignatureResponse` reads (its signature format is checked against
+        // plexi-core's own test vector in client/tests/cosign_vectors.rs).
+        let ns = &c.directory_head.head.namespace;
+        let plexi: serde_json::Value = auditor.get(&format!("/namespaces/{ns}/audits/{epoch}")).await;
+        for field in [
+            "version",
+            "ciphersuite",
+            "namespace",
+            "timestamp",
+            "epoch",
+            "digest",
+            "signature",
+            "key_id",
+            "serialized_message",
+        ] {
+            assert!(plexi.get(field).is_some(), "Plexi answer lacks {field}: {plexi}");
+        }
+        let plexi: kt_client::cosign::PlexiSignature = serde_json::from_value(plexi).expect("Plexi signature");
+        plexi.verify(auditor_key).expect("Plexi signature verifies");
+        assert_eq!(plexi.digest, hex::encode(c.directory_head.head.root));
+
+        if epoch > 0 {
+            let name = format!(
+                "/{epoch}/{}/{}",
+                hex::encode(c.directory_head.head.previous_root),
+                hex::encode(c.directory_head.head.root)
+            );
+            let ours = auditor.get_raw(&name).await;
+            assert_eq!(ours.0, 200, "auditor serves {name}");
+            assert_eq!(ours, directory.get_raw(&name).await, "same proof as the directory");
+        }
+    }
+    let s: StatusResponse = auditor.get("/v1/status").await;
+    let ns: serde_json::Value = auditor.get(&format!("/namespaces/{}", s.namespace)).await;
+    assert_eq!(
+        ns["log_directory"],
+        auditor.url.as_str(),
+        "Plexi clients fetch proofs from here"
+    );
+    assert!(ns["root"].as_str().is_some_and(|r| r.starts_with("0/")), "{ns}");
+    for field in [
+        "name",
+        "status",
+        "reports_uri",
+        "audits_uri",
+        "ciphersuite",
+        "signature_version",
+    ] {
+        assert!(ns.get(field).is_some(), "namespace lacks {field}: {ns}");
+    }
+}
+
+/// Headless Chromium (Debian's package) on the dashboard: the rendered DOM, and a
+/// screenshot written under the target directory.
+fn chromium(url: &str, shot: &Path) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let args = |extra: &str| {
+        vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+            "--window-size=1280,1400".to_owned(),
+            "--virtual-time-budget=5000".to_owned(),
+            extra.to_owned(),
+            url.to_owned(),
+        ]
+    };
+    let run = |extra: &str| {
+        Command::new("chromium")
+            .args(args(extra))
+            .output()
+            .expect("run chromium (scripts/setup.sh installs Debian's chromium)")
+    };
+    let dom = run("--dump-dom");
+    assert!(
+        dom.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = run(&shot_arg);
+    assert!(
+        out.status.success(),
+        "chromium screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    String::from_utf8(dom.stdout).expect("utf8 DOM")
+}
+
+fn shot_path(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("directory"), "e2e.auditor");
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    let directory = Api::new(&server.url, &d.token);
+    publish(&directory, 3, 200, "a").await;
+
+    let adir = tmp.path().join("auditor");
+    let akey = init_auditor(&adir);
+    let again = Command::new(common::AUDITOR)
+        .args(["init", "--data-dir"])
+        .arg(&adir)
+        .output()
+        .expect("run");
+    assert!(!again.status.success(), "a second init must refuse to replace the key");
+
+    let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
+    let auditor = Api::new(&a.url, "");
+    let s = wait_status(&auditor, "epoch 3 verified", |s| s.last_verified_epoch == Some(3)).await;
+    assert_eq!((s.state, s.lag, s.evidence_count), (AuditState::Ok, 0, 0), "{s:?}");
+    check_cosigned(&auditor, &directory, &d, &akey, 3).await;
+    let before: EpochList = auditor.get("/v1/epochs?from=0").await;
+    assert!(
+        before
+            .epochs
+            .iter()
+            .skip(1)
+            .all(|e| e.updates >= 200 && e.proof_bytes > 0)
+    );
+
+    // SIGKILL mid-stream: the directory moves on while the auditor is down.
+    a.kill();
+    publish(&directory, 2, 100, "b").await;
+    let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
+    let auditor = Api::new(&a.url, "");
+    wait_status(&auditor, "epoch 5 verified after restart", |s| {
+        s.last_verified_epoch == Some(5)
+    })
+    .await;
+    let after: EpochList = auditor.get("/v1/epochs?from=0").await;
+    assert_eq!(
+        after.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        (0..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        &after.epochs[..4],
+        &before.epochs[..],
+        "epochs 0-3 were not verified again"
+    );
+    check_cosigned(&auditor, &directory, &d, &akey, 5).await;
+    let (_, metrics) = auditor.get_raw("/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("kt_auditor_last_verified_epoch 5"), "{metrics}");
+
+    let dom = chromium(&auditor.url, &shot_path("dashboard-ok.png"));
+    assert!(
+        dom.contains(r#"id="verified-epoch" class="big">5<"#),
+        "dashboard DOM: {dom}"
+    );
+    assert!(
+        dom.contains(r#"data-state="ok""#) && dom.contains("data-loaded=\"1\""),
+        "{dom}"
+    );
+    assert!(dom.contains(&hex::encode(akey.as_bytes())));
+
+    // `kt` requires the auditor's co-signature on the head it verified.
+    let kt = |auditor_spec: &str| {
+        Command::new(env!("CARGO_BIN_EXE_e2e-kt"))
+            .args(["--directory", &server.url, "--directory-key", &key_hex(&d), "--state"])
+            .arg(tmp.path().join("kt-state.json"))
+            .args(["--auditor", auditor_spec, "lookup", "b-1-7@example.org"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run kt")
+    };
+    let good = format!("{}={}", auditor.url, hex::encode(akey.as_bytes()));
+    let out = kt(&good);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong_key = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[5u8; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let out = kt(&format!("{}={wrong_key}", auditor.url));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(
+        err.contains("not yet audited") && err.contains("does not verify"),
+        "{err}"
+    );
+    let out = kt(&format!("http://127.0.0.1:9={}", hex::encode(akey.as_bytes())));
+    assert_eq!(out.status.code(), Some(9), "an unreachable auditor audits nothing");
+
+    // The same data directory cannot be pointed at another directory key.
+    a.terminate();
+    let other = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let out = Command::new(common::AUDITOR)
+        .args(["serve", "--listen", "127.0.0.1:0", "--directory", &server.url])
+        .args(["--directory-key", &other, "--data-dir"])
+        .arg(&adir)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("follows the directory with key"),
+        "{err}"
+    );
+}
+
+/// How the proxy lies.
+#[derive(Debug, Clone, Copy)]
+enum Lie {
+    /// Flip one byte in the middle of the proof of this epoch.
+    FlipProofByte(u64),
+    /// Change the root of this epoch's head (the signature no longer matches).
+    ForgeHead(u64),
+}
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    lie: Lie,
+    http: reqwest::Client,
+}
+
+async fn fetch(p: &Proxy, path: &str) -> Result<Vec<u8>, Response> {
+    let r = p
+        .http
+        .get(format!("{}{path}", p.upstream))
+        .send()
+        .await
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())?;
+    let status = r.status();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())?;
+    if !status.is_success() {
+        return Err((
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            body,
+        )
+            .into_response());
+    }
+    Ok(body.to_vec())
+}
+
+fn forge(p: &Proxy, body: Vec<u8>) -> Vec<u8> {
+    let Lie::ForgeHead(target) = p.lie else {
+        return body;
+    };
+    let mut head: SignedHead = serde_json::from_slice(&body).expect("directory head");
+    if head.head.epoch == target {
+        head.head.root[0] ^= 0x80;
+    }
+    serde_json::to_vec(&head).expect("json")
+}
+
+async fn head(State(p): State<Proxy>, AxPath(which): AxPath<String>) -> Response {
+    match fetch(&p, &format!("/v1/heads/{which}")).await {
+        Ok(body) => ([("content-type", "application/json")], forge(&p, body)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, String, String)>) -> Response {
+    match fetch(&p, &format!("/{e}/{prev}/{cur}")).await {
+        Ok(mut body) => {
+            if matches!(p.lie, Lie::FlipProofByte(t) if t == e) {
+                let mid = body.len() / 2;
+                body[mid] ^= 0x01;
+            }
+            body.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// A lying directory: the real one behind a proxy that tampers with one thing.
+async fn lying_proxy(upstream: &str, lie: Lie) -> String {
+    let state = Proxy {
+        upstream: upstream.to_owned(),
+        lie,
+        http: reqwest::Client::new(),
+    };
+    let app = Router::new()
+        .route("/v1/heads/{which}", get(head))
+        .route("/{e}/{prev}/{cur}", get(blob))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignatures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("directory"), "e2e.evil");
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    let directory = Api::new(&server.url, &d.token);
+    publish(&directory, 3, 150, "x").await;
+
+    for (name, lie, kind) in [
+        ("flip", Lie::FlipProofByte(2), EvidenceKind::InvalidProof),
+        ("forge", Lie::ForgeHead(2), EvidenceKind::BadSignature),
+    ] {
+        let proxy = lying_proxy(&server.url, lie).await;
+        let adir = tmp.path().join(name);
+        init_auditor(&adir);
+        let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
+        let auditor = Api::new(&a.url, "");
+        let s = wait_status(&auditor, "failure", |s| s.state == AuditState::Failed).await;
+        assert_eq!(
+            s.last_verified_epoch,
+            Some(1),
+            "{name}: stops before the bad epoch: {s:?}"
+        );
+        assert!(s.reason.contains("evidence #1"), "{s:?}");
+        let list: EvidenceList = auditor.get("/v1/evidence").await;
+        assert_eq!(list.evidence.len(), 1, "{list:?}");
+        let ev = &list.evidence[0];
+        assert_eq!((ev.kind, ev.epoch), (kind, 2), "{ev:?}");
+        assert_eq!(auditor.get_raw("/v1/heads/2").await.0, 404, "{name}: never co-signed");
+        assert_eq!(auditor.get_raw("/v1/heads/3").await.0, 404);
+        assert_eq!(auditor.get_raw("/healthz").await.0, 503);
+        if kind == EvidenceKind::InvalidProof {
+            // The rejected proof is published with the evidence, byte for byte.
+            let (status, kept) = auditor.get_raw(&format!("/v1/evidence/{}/blob", ev.id)).await;
+            assert_eq!(status, 200);
+            let name = ev.blob_name.clone().expect("blob name");
+            let (_, honest) = directory.get_raw(&format!("/{name}")).await;
+            assert_eq!(kept.len(), honest.len());
+            assert_ne!(kept, honest);
+        } else {
+            assert!(
+                d.pinned.check_head(&ev.heads[0]).is_err(),
+                "the forged head is kept as served"
+            );
+        }
+        // Restarted, it stays failed and still does not advance.
+        a.kill();
+        let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
+        let auditor = Api::new(&a.url, "");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let s: StatusResponse = auditor.get("/v1/status").await;
+        assert_eq!((s.state, s.last_verified_epoch), (AuditState::Failed, Some(1)), "{s:?}");
+        if name == "flip" {
+            let dom = chromium(&auditor.url, &shot_path("dashboard-failed.png"));
+            assert!(dom.contains(r#"data-state="failed""#), "{dom}");
+            assert!(dom.contains("invalid proof at epoch 2"), "{dom}");
+        }
+    }
+
+    // A directory silent for longer than allowed: evidence and `lagging`, while every
+    // epoch it did sign is still verified.
+    let adir = tmp.path().join("stale");
+    init_auditor(&adir);
+    let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &["--max-head-age", "1"]);
+    let auditor = Api::new(&a.url, "");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = wait_status(&auditor, "stale", |s| {
+        s.reason.contains("Stale") && s.last_verified_epoch == Some(3)
+    })
+    .await;
+    assert_eq!(s.state, AuditState::Lagging, "{s:?}");
+    let list: EvidenceList = auditor.get("/v1/evidence").await;
+    assert!(list.evidence.iter().all(|e| e.kind == EvidenceKind::Stale), "{list:?}");
+    assert_eq!(
+        auditor.get_raw("/healthz").await.0,
+        200,
+        "staleness is not a proven failure"
+    );
+}
