@@ -367,9 +367,9 @@ impl Follower {
         };
         let proof_bytes = blob.len() as u64;
         let started = Instant::now();
-        let verified = verify::check_proof(&head, blob.clone()).await;
+        let verified = verify::check_proof(&head, blob).await;
         let took = started.elapsed();
-        let stats = verified?;
+        let (stats, blob) = verified?;
         self.metrics.verify_seconds.observe(took.as_secs_f64());
         self.metrics.proof_bytes.set(proof_bytes as i64);
         self.metrics.proof_bytes_total.inc_by(proof_bytes);

@@ -151,8 +151,9 @@ pub struct ProofStats {
 }
 
 /// Decodes `blob` as the append-only proof from `head.previous_root` to `head.root`
-/// and runs akd's `verify_consecutive_append_only` on it.
-pub async fn check_proof(head: &SignedHead, blob: Vec<u8>) -> Result<ProofStats, Finding> {
+/// and runs akd's `verify_consecutive_append_only` on it. The blob is handed back
+/// (to be stored) rather than copied: memory stays one proof and its decoding.
+pub async fn check_proof(head: &SignedHead, blob: Vec<u8>) -> Result<(ProofStats, Vec<u8>), Finding> {
     let h = &head.head;
     let name = AuditBlobName {
         epoch: h.epoch,
@@ -172,9 +173,12 @@ pub async fn check_proof(head: &SignedHead, blob: Vec<u8>) -> Result<ProofStats,
         Err(e) => return Err(fail(format!("undecodable append-only proof: {e:?}"), audit_blob.data)),
     };
     match akd::auditor::verify_consecutive_append_only::<KtConfig>(&proof, h.previous_root, h.root, h.epoch).await {
-        Ok(()) => Ok(ProofStats {
-            updates: proof.inserted.len() as u64,
-        }),
+        Ok(()) => Ok((
+            ProofStats {
+                updates: proof.inserted.len() as u64,
+            },
+            audit_blob.data,
+        )),
         Err(e) => Err(fail(format!("append-only proof does not verify: {e}"), audit_blob.data)),
     }
 }

@@ -52,7 +52,9 @@ impl VrfSecret {
     /// Loads the key at `path`, or creates a random one there if the file is absent.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyFileError> {
         match Self::load(path) {
-            Err(KeyFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Err(KeyFileError::KeyFile(kt_client::keyfile::KeyFileError::Io { source, .. }))
+                if source.kind() == ErrorKind::NotFound =>
+            {
                 let key = Self::generate();
                 key.create_file(path)?;
                 Ok(key)
