@@ -33,24 +33,9 @@ pub struct FileConfig {
 /// Why the settings are unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Unreadable file.
-    #[error("config file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML for [`FileConfig`].
-    #[error("config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] kt_client::configfile::ConfigFileError),
     /// Missing or out of range.
     #[error("{0}")]
     Invalid(String),
@@ -59,14 +44,7 @@ pub enum ConfigError {
 impl FileConfig {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        Ok(kt_client::configfile::load(path)?)
     }
 
     /// Keys given as flags or environment variables replace the file's.
@@ -144,5 +122,72 @@ impl ServeConfig {
             },
             request_timeout: secs(c.request_timeout_secs, 120, "request timeout")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[4; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_values_are_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auditor.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "directory = \"http://file:1\"\ndirectory_key = \"{}\"\npoll_interval_secs = 9\n",
+                key()
+            ),
+        )
+        .expect("write");
+        let file = FileConfig::load(&path).expect("load");
+        let flags = FileConfig {
+            directory: Some("http://flag:2/".into()),
+            ..FileConfig::default()
+        };
+        let c = ServeConfig::resolve(file.clone().overlay(flags)).expect("resolve");
+        assert_eq!(c.directory, "http://flag:2");
+        assert_eq!(c.follow.poll_interval, Duration::from_secs(9));
+        assert_eq!(c.follow.max_head_age, Duration::from_secs(600));
+
+        let err = |c: FileConfig| ServeConfig::resolve(c).expect_err("invalid").to_string();
+        assert!(err(FileConfig::default()).contains("--directory URL is required"));
+        let no_key = FileConfig {
+            directory_key: None,
+            ..file.clone()
+        };
+        assert!(err(no_key).contains("--directory-key HEX is required"));
+        let bad_key = FileConfig {
+            directory_key: Some("zz".into()),
+            ..file.clone()
+        };
+        assert!(err(bad_key).contains("64 hex digits"));
+        let ftp = FileConfig {
+            directory: Some("ftp://x".into()),
+            ..file.clone()
+        };
+        assert!(err(ftp).contains("http:// or https://"));
+        let zero = FileConfig {
+            poll_interval_secs: Some(0),
+            ..file
+        };
+        assert!(err(zero).contains("at least 1 second"));
+
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nbogus = 1\n").expect("write");
+        assert!(
+            FileConfig::load(&path)
+                .expect_err("unknown key")
+                .to_string()
+                .contains("bogus")
+        );
     }
 }

@@ -215,11 +215,7 @@ fn default_state_path() -> PathBuf {
 impl Session {
     fn open(global: Global, needs_network: bool) -> anyhow::Result<Session> {
         let file = match &global.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).with_context(|| format!("config {}", path.display()))?
-            }
+            Some(path) => crate::configfile::load::<FileConfig>(path)?,
             None => FileConfig::default(),
         };
         let key_hex = global

@@ -8,6 +8,8 @@
 pub mod auditor;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod configfile;
 pub mod cosign;
 pub mod head;
 #[cfg(feature = "http")]

@@ -36,24 +36,9 @@ pub struct FileConfig {
 /// Why the config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Unreadable file.
-    #[error("config file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not valid TOML for [`FileConfig`].
-    #[error("config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] kt_client::configfile::ConfigFileError),
     /// A value out of range.
     #[error("{0}")]
     Invalid(String),
@@ -62,14 +47,7 @@ pub enum ConfigError {
 impl FileConfig {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        Ok(kt_client::configfile::load(path)?)
     }
 }
 
