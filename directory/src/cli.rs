@@ -72,6 +72,11 @@ struct ServeArgs {
     /// RocksDB block cache, MiB [default: 512].
     #[arg(long, env = "KT_BLOCK_CACHE_MIB")]
     block_cache_mib: Option<usize>,
+    /// An auditor of this directory (base URL; repeatable, or KT_AUDITORS=a,b). Before
+    /// publishing, `serve` refuses to start if an auditor has verified a later epoch or
+    /// another root than this data directory holds: a restored backup would fork.
+    #[arg(long = "auditor", env = "KT_AUDITORS", value_delimiter = ',')]
+    auditors: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +171,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         epoch_interval_secs: args.epoch_interval,
         max_updates_per_epoch: args.max_updates_per_epoch,
         block_cache_mib: args.block_cache_mib,
+        auditors: args.auditors,
     };
     let config = ServeConfig::resolve(over, file)?;
     crate::server::serve(DataDir::new(args.data_dir), config).await

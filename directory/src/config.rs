@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
     /// RocksDB block cache, MiB.
     pub block_cache_mib: Option<usize>,
+    /// Auditors asked at start-up whether this data directory is current.
+    pub auditors: Option<Vec<String>>,
 }
 
 /// Why the config file could not be used.
@@ -64,6 +66,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// RocksDB block cache, bytes.
     pub block_cache_bytes: usize,
+    /// Auditors whose newest verified head must not be ahead of (or disagree with)
+    /// this data directory before it publishes (`witness.rs`).
+    pub auditors: Vec<String>,
 }
 
 /// Settings given as flags or environment variables (`None`: not given).
@@ -77,6 +82,8 @@ pub struct Overrides {
     pub max_updates_per_epoch: Option<usize>,
     /// `--block-cache-mib` / `KT_BLOCK_CACHE_MIB`.
     pub block_cache_mib: Option<usize>,
+    /// `--auditor` / `KT_AUDITORS` (empty: not given).
+    pub auditors: Vec<String>,
 }
 
 impl ServeConfig {
@@ -111,6 +118,11 @@ impl ServeConfig {
             max_updates_per_epoch: max_per_epoch,
             limits,
             block_cache_bytes: over.block_cache_mib.or(file.block_cache_mib).unwrap_or(512) << 20,
+            auditors: if over.auditors.is_empty() {
+                file.auditors.unwrap_or_default()
+            } else {
+                over.auditors
+            },
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod server;
 pub mod storage;
 pub mod traffic;
 pub mod vrf;
+pub mod witness;
 
 pub use datadir::DataDir;
 pub use kt_client::KtConfig;

@@ -172,7 +172,7 @@ fn now_ms(not_before: u64) -> u64 {
     kt_client::head::unix_ms().max(not_before)
 }
 
-fn epoch_key(epoch: u64) -> Vec<u8> {
+pub(crate) fn epoch_key(epoch: u64) -> Vec<u8> {
     epoch.to_be_bytes().to_vec()
 }
 

@@ -28,6 +28,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     let (publisher, shared, triggers) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
+    crate::witness::check(&config.auditors, &shared, std::time::Duration::from_secs(30)).await?;
     let state = AppState {
         shared,
         token_hash,

@@ -93,17 +93,15 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on 127.0.0.1:0 with `extra` arguments and waits for its address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `serve` on `listen` (e.g. the address a previous server had).
+    pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut cmd = Command::new(DIRECTORY);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--block-cache-mib",
-            "32",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra);
+        cmd.args(["serve", "--listen", listen, "--block-cache-mib", "32", "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
         Server::spawn(cmd, "kt-directory serve")
     }
 

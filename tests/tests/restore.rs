@@ -1,0 +1,121 @@
+//! A data directory restored from an older backup must never sign a second, different
+//! head for an epoch it already signed. `kt-directory serve --auditor URL` asks the
+//! auditor first and refuses; started without that check, the restored directory's
+//! new heads are caught by the auditor as a rollback and never co-signed.
+
+mod common;
+
+use common::{Api, Server, init};
+use kt_client::auditor::{AuditState, CoSignedHead, EvidenceKind, EvidenceList, StatusResponse};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+async fn publish(api: &Api, n: usize, tag: &str) {
+    for e in 0..n {
+        let updates: Vec<(String, Vec<u8>)> = (0..50)
+            .map(|i| (format!("{tag}-{e}-{i}@example.org"), vec![2, e as u8, i as u8]))
+            .collect();
+        api.post_updates(&updates).await.expect("accepted");
+        api.epoch().await.expect("epoch");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let ok = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
+    assert!(ok.success());
+}
+
+/// `serve` that is expected to refuse; returns its stderr.
+fn refused(data_dir: &Path, auditor: &str) -> String {
+    let out = Command::new(common::DIRECTORY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--auditor", auditor, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run serve");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "serve must refuse: {err}");
+    err
+}
+
+async fn wait_status(auditor: &Api, what: &str, done: impl Fn(&StatusResponse) -> bool) -> StatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: StatusResponse = auditor.get("/v1/status").await;
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("live"), "e2e.restore");
+    let key = hex::encode(d.pinned.directory_key.as_bytes());
+
+    // Epochs 1-2, a backup, then epochs 3-4.
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    publish(&Api::new(&server.url, &d.token), 2, "a").await;
+    server.terminate();
+    let backup = tmp.path().join("backup");
+    copy_dir(&d.data_dir, &backup);
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    let listen = server.url.trim_start_matches("http://").to_owned();
+    publish(&Api::new(&server.url, &d.token), 2, "b").await;
+
+    let adir = tmp.path().join("auditor");
+    let out = Command::new(common::AUDITOR)
+        .args(["init", "--data-dir"])
+        .arg(&adir)
+        .output()
+        .expect("init");
+    assert!(out.status.success());
+    let a = Server::start_auditor(&adir, &server.url, &key, &[]);
+    let auditor = Api::new(&a.url, "");
+    wait_status(&auditor, "epoch 4 verified", |s| s.last_verified_epoch == Some(4)).await;
+    let honest_3: CoSignedHead = auditor.get("/v1/heads/3").await;
+    server.terminate();
+
+    // The live data passes the check and serves.
+    let live = Server::start_on(&d.data_dir, &listen, &["--epoch-interval", "3600", "--auditor", &a.url]);
+    live.terminate();
+
+    // The backup (epoch 2) is refused: the auditor has verified epoch 4.
+    let restored = tmp.path().join("restored");
+    copy_dir(&backup, &restored);
+    let err = refused(&restored, &a.url);
+    assert!(
+        err.contains("has verified epoch 4") && err.contains("older backup"),
+        "{err}"
+    );
+    let err = refused(&restored, "http://127.0.0.1:9");
+    assert!(err.contains("cannot confirm with the auditor"), "fails closed: {err}");
+
+    // Started without the check, on the old address, it signs a new epoch 3: the auditor
+    // sees a head for an older epoch signed later than epoch 4's, records a rollback,
+    // and never co-signs the restored epoch 3.
+    let rogue = Server::start_on(&restored, &listen, &["--epoch-interval", "3600"]);
+    publish(&Api::new(&rogue.url, &d.token), 1, "c").await;
+    let s = wait_status(&auditor, "rollback detected", |s| s.state == AuditState::Failed).await;
+    assert!(s.reason.contains("Rollback"), "{s:?}");
+    let list: EvidenceList = auditor.get("/v1/evidence").await;
+    assert_eq!(list.evidence[0].kind, EvidenceKind::Rollback, "{list:?}");
+    for head in &list.evidence[0].heads {
+        d.pinned
+            .check_head(head)
+            .expect("the evidence is signed by the directory");
+    }
+    let still: CoSignedHead = auditor.get("/v1/heads/3").await;
+    assert_eq!(still, honest_3, "the co-signed epoch 3 is the honest one");
+
+    // Once the restored copy has gone past the auditor's epoch, the check sees the
+    // diverged root at epoch 4 instead.
+    publish(&Api::new(&rogue.url, &d.token), 2, "d").await;
+    rogue.terminate();
+    let err = refused(&restored, &a.url);
+    assert!(err.contains("verified root") && err.contains("for epoch 4"), "{err}");
+}
