@@ -68,6 +68,9 @@ struct ServeArgs {
     /// Largest append-only proof fetched, MiB [default: 1024].
     #[arg(long, env = "KT_AUDITOR_MAX_PROOF_MIB")]
     max_proof_mib: Option<u64>,
+    /// Longest one request to the directory may take, seconds [default: 120].
+    #[arg(long, env = "KT_AUDITOR_REQUEST_TIMEOUT")]
+    request_timeout: Option<u64>,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -95,7 +98,7 @@ pub fn main() -> ExitCode {
                     max_backoff_secs: args.max_backoff,
                     max_head_age_secs: args.max_head_age,
                     max_proof_mib: args.max_proof_mib,
-                    request_timeout_secs: None,
+                    request_timeout_secs: args.request_timeout,
                 };
                 let config = ServeConfig::resolve(file.overlay(flags))?;
                 crate::server::serve(DataDir::new(args.data_dir), config).await

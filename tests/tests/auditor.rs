@@ -303,16 +303,40 @@ enum Lie {
     FlipProofByte(u64),
     /// Change the root of this epoch's head (the signature no longer matches).
     ForgeHead(u64),
+    /// Pass everything through unchanged.
+    Honest,
+    /// Answer every request with 500.
+    ServerError,
+    /// Answer every request 200 with a body that is not what was asked for.
+    Garbage,
+    /// Never answer (hold every request for a minute).
+    Stall,
 }
 
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
-    lie: Lie,
+    /// Switchable while the auditor runs.
+    lie: std::sync::Arc<std::sync::Mutex<Lie>>,
     http: reqwest::Client,
 }
 
+impl Proxy {
+    fn lie(&self) -> Lie {
+        *self.lie.lock().expect("lock")
+    }
+}
+
 async fn fetch(p: &Proxy, path: &str) -> Result<Vec<u8>, Response> {
+    match p.lie() {
+        Lie::ServerError => return Err((StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()),
+        Lie::Garbage => return Err((StatusCode::OK, "<html>not what you asked for</html>").into_response()),
+        Lie::Stall => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return Err(StatusCode::GATEWAY_TIMEOUT.into_response());
+        }
+        _ => {}
+    }
     let r = p
         .http
         .get(format!("{}{path}", p.upstream))
@@ -335,7 +359,7 @@ async fn fetch(p: &Proxy, path: &str) -> Result<Vec<u8>, Response> {
 }
 
 fn forge(p: &Proxy, body: Vec<u8>) -> Vec<u8> {
-    let Lie::ForgeHead(target) = p.lie else {
+    let Lie::ForgeHead(target) = p.lie() else {
         return body;
     };
     let mut head: SignedHead = serde_json::from_slice(&body).expect("directory head");
@@ -355,7 +379,7 @@ async fn head(State(p): State<Proxy>, AxPath(which): AxPath<String>) -> Response
 async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, String, String)>) -> Response {
     match fetch(&p, &format!("/{e}/{prev}/{cur}")).await {
         Ok(mut body) => {
-            if matches!(p.lie, Lie::FlipProofByte(t) if t == e) {
+            if matches!(p.lie(), Lie::FlipProofByte(t) if t == e) {
                 let mid = body.len() / 2;
                 body[mid] ^= 0x01;
             }
@@ -367,9 +391,15 @@ async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, Strin
 
 /// A lying directory: the real one behind a proxy that tampers with one thing.
 async fn lying_proxy(upstream: &str, lie: Lie) -> String {
+    switchable_proxy(upstream, lie).await.0
+}
+
+/// [`lying_proxy`] whose lie can be changed while it runs.
+async fn switchable_proxy(upstream: &str, lie: Lie) -> (String, std::sync::Arc<std::sync::Mutex<Lie>>) {
+    let lie = std::sync::Arc::new(std::sync::Mutex::new(lie));
     let state = Proxy {
         upstream: upstream.to_owned(),
-        lie,
+        lie: lie.clone(),
         http: reqwest::Client::new(),
     };
     let app = Router::new()
@@ -379,7 +409,7 @@ async fn lying_proxy(upstream: &str, lie: Lie) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    (url, lie)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,4 +490,67 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
         200,
         "staleness is not a proven failure"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("directory"), "e2e.flaky");
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    let directory = Api::new(&server.url, &d.token);
+    publish(&directory, 2, 100, "f").await;
+    let (proxy, lie) = switchable_proxy(&server.url, Lie::Honest).await;
+    let adir = tmp.path().join("auditor");
+    init_auditor(&adir);
+    let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &["--request-timeout", "1"]);
+    let auditor = Api::new(&a.url, "");
+    wait_status(&auditor, "epoch 2", |s| {
+        s.last_verified_epoch == Some(2) && s.state == AuditState::Ok
+    })
+    .await;
+
+    publish(&directory, 1, 100, "g").await;
+    for (bad, expect) in [
+        (Lie::ServerError, "HTTP 500"),
+        (Lie::Garbage, "unexpected response body"),
+        (Lie::Stall, "request to"),
+    ] {
+        *lie.lock().expect("lock") = bad;
+        let s = wait_status(&auditor, expect, |s| {
+            s.state == AuditState::Lagging && s.reason.contains(expect)
+        })
+        .await;
+        assert_eq!(s.last_verified_epoch, Some(2), "{bad:?}: {s:?}");
+        assert_eq!(auditor.get_raw("/v1/heads/3").await.0, 404, "{bad:?}: nothing signed");
+        assert_eq!(
+            auditor.get_raw("/healthz").await.0,
+            200,
+            "{bad:?}: unreachable is not failed"
+        );
+    }
+    let list: EvidenceList = auditor.get("/v1/evidence").await;
+    assert!(
+        list.evidence.is_empty(),
+        "an unreliable directory proves nothing: {list:?}"
+    );
+    let (_, metrics) = auditor.get_raw("/metrics").await;
+    assert!(!String::from_utf8_lossy(&metrics).contains("kt_auditor_fetch_errors_total 0"));
+
+    // The directory goes away entirely, then comes back honest.
+    server.terminate();
+    *lie.lock().expect("lock") = Lie::Honest;
+    wait_status(&auditor, "directory gone", |s| {
+        s.reason.contains("502") || s.reason.contains("Bad Gateway")
+    })
+    .await;
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
+    let (proxy2, _) = switchable_proxy(&server.url, Lie::Honest).await;
+    drop(a);
+    let a = Server::start_auditor(&adir, &proxy2, &key_hex(&d), &["--request-timeout", "1"]);
+    let auditor = Api::new(&a.url, "");
+    let s = wait_status(&auditor, "recovered", |s| {
+        s.last_verified_epoch == Some(3) && s.state == AuditState::Ok
+    })
+    .await;
+    assert_eq!(s.evidence_count, 0);
 }
