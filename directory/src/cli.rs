@@ -77,6 +77,10 @@ struct ServeArgs {
     /// another root than this data directory holds: a restored backup would fork.
     #[arg(long = "auditor", env = "KT_AUDITORS", value_delimiter = ',')]
     auditors: Vec<String>,
+    /// File holding a token that every read request must present as
+    /// `Authorization: Bearer` (default: reads are public).
+    #[arg(long, env = "KT_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_updates_per_epoch: args.max_updates_per_epoch,
         block_cache_mib: args.block_cache_mib,
         auditors: args.auditors,
+        read_token_file: args.read_token_file,
     };
     let config = ServeConfig::resolve(over, file)?;
     crate::server::serve(DataDir::new(args.data_dir), config).await

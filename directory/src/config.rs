@@ -4,7 +4,7 @@
 use crate::http::Limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The config file (TOML). Every key is optional.
@@ -33,6 +33,14 @@ pub struct FileConfig {
     pub block_cache_mib: Option<usize>,
     /// Auditors asked at start-up whether this data directory is current.
     pub auditors: Option<Vec<String>>,
+    /// Most requests handled at once (beyond: 503).
+    pub max_concurrent_requests: Option<usize>,
+    /// Read requests per second per client address (absent or 0: unlimited).
+    pub read_rate_per_sec: Option<u32>,
+    /// Burst allowed above the read rate [default: the rate].
+    pub read_burst: Option<u32>,
+    /// File holding the token reads need (absent: reads are public).
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// Why the config file could not be used.
@@ -69,6 +77,12 @@ pub struct ServeConfig {
     /// Auditors whose newest verified head must not be ahead of (or disagree with)
     /// this data directory before it publishes (`witness.rs`).
     pub auditors: Vec<String>,
+    /// Read requests per second per client address (`None`: unlimited).
+    pub read_rate_per_sec: Option<u32>,
+    /// Burst above the read rate.
+    pub read_burst: Option<u32>,
+    /// File holding the read token (`None`: reads are public).
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// Settings given as flags or environment variables (`None`: not given).
@@ -84,6 +98,8 @@ pub struct Overrides {
     pub block_cache_mib: Option<usize>,
     /// `--auditor` / `KT_AUDITORS` (empty: not given).
     pub auditors: Vec<String>,
+    /// `--read-token-file` / `KT_READ_TOKEN_FILE`.
+    pub read_token_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -108,7 +124,13 @@ impl ServeConfig {
             max_batch_lookup: file.max_batch_lookup.unwrap_or(d.max_batch_lookup),
             max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
             request_timeout: file.request_timeout_secs.map_or(d.request_timeout, Duration::from_secs),
+            max_concurrent_requests: file.max_concurrent_requests.unwrap_or(d.max_concurrent_requests),
         };
+        if limits.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_requests must be at least 1".into(),
+            ));
+        }
         Ok(ServeConfig {
             listen: over
                 .listen
@@ -123,6 +145,9 @@ impl ServeConfig {
             } else {
                 over.auditors
             },
+            read_rate_per_sec: file.read_rate_per_sec.filter(|&r| r > 0),
+            read_burst: file.read_burst,
+            read_token_file: over.read_token_file.or(file.read_token_file),
         })
     }
 }

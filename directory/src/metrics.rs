@@ -31,6 +31,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by matched route.
     pub http_seconds: HistogramVec,
+    /// Read requests refused by the rate limit (429).
+    pub http_rate_limited: IntCounter,
+    /// Requests refused because every slot was taken (503).
+    pub http_shed: IntCounter,
 }
 
 impl Metrics {
@@ -63,6 +67,11 @@ impl Metrics {
                 HistogramOpts::new("http_request_seconds", "HTTP request latency by route"),
                 &["route"],
             )?,
+            http_rate_limited: IntCounter::new("http_rate_limited_total", "Read requests refused by the rate limit")?,
+            http_shed: IntCounter::new(
+                "http_shed_total",
+                "Requests refused with 503 because all slots were busy",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.latest_epoch.clone()))?;
@@ -76,6 +85,8 @@ impl Metrics {
         m.registry.register(Box::new(m.publisher_failed.clone()))?;
         m.registry.register(Box::new(m.http_requests.clone()))?;
         m.registry.register(Box::new(m.http_seconds.clone()))?;
+        m.registry.register(Box::new(m.http_rate_limited.clone()))?;
+        m.registry.register(Box::new(m.http_shed.clone()))?;
         Ok(m)
     }
 

@@ -3,7 +3,7 @@
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
-use crate::http::{AppState, router};
+use crate::http::{AppState, ReadGuard, router};
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::storage::StorageConfig;
@@ -13,6 +13,18 @@ use tokio::sync::watch;
 
 /// Runs the directory on `data` until a shutdown signal.
 pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+    let read_token = match &config.read_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            anyhow::ensure!(
+                token.trim().len() >= 16,
+                "read token in {} is shorter than 16 characters",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
     let keys = data.load()?;
     let token_hash = keys.token_hash;
     let metrics = Metrics::new().context("registering metrics")?;
@@ -29,12 +41,22 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
     crate::witness::check(&config.auditors, &shared, std::time::Duration::from_secs(30)).await?;
+    let read_guard = ReadGuard::new(read_token.as_deref(), config.read_rate_per_sec, config.read_burst);
+    let pruned = read_guard.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            pruned.prune();
+        }
+    });
     let state = AppState {
         shared,
         token_hash,
         limits: config.limits.clone(),
         metrics,
         epoch_interval_secs: config.epoch_interval.as_secs(),
+        read_guard,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -47,7 +69,8 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let publisher = tokio::spawn(publisher.run(config.epoch_interval, triggers, stopped));
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(kt_client::run::shutdown_signal())
         .await
         .context("HTTP server")?;

@@ -14,14 +14,18 @@ use crate::metrics::Metrics;
 use crate::status::SharedStatus;
 use crate::store::{Store, StoreError};
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use ed25519_dalek::VerifyingKey;
 use std::time::Duration;
+use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 /// Largest request body (`POST /v1/evidence`: two signed heads).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most requests handled at once; beyond it, 503 at once (never an unbounded queue).
+pub const MAX_CONCURRENT_REQUESTS: usize = 256;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -81,5 +85,18 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::Client(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "auditor busy: too many requests in flight; retry shortly".into(),
+                    )
+                }))
+                .load_shed()
+                // Router::layer wraps every route separately: the global variant shares one
+                // semaphore among them, so the limit is on the whole server.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS)),
+        )
         .with_state(state)
 }

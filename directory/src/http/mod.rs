@@ -1,16 +1,19 @@
 //! The directory's HTTP API (`docs/api.md`): public reads, operator writes, metrics.
 
 mod error;
+mod guard;
 mod operator;
 mod read;
 #[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
+pub use guard::ReadGuard;
 
 use crate::metrics::Metrics;
 use crate::publisher::{ReadView, Shared};
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -18,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 /// Input limits of the API.
@@ -35,6 +39,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest time a read or intake request may take.
     pub request_timeout: Duration,
+    /// Most requests handled at once; beyond it, 503 at once (never an unbounded queue).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +52,7 @@ impl Default for Limits {
             max_batch_lookup: 100,
             max_body_bytes: 4 << 20,
             request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 512,
         }
     }
 }
@@ -63,6 +70,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Seconds between scheduled epochs (reported in `/v1/info`).
     pub epoch_interval_secs: u64,
+    /// Authentication and rate limit of the read routes.
+    pub read_guard: ReadGuard,
 }
 
 impl AppState {
@@ -73,9 +82,9 @@ impl AppState {
 }
 
 /// The whole API.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router<()> {
     let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.limits.request_timeout);
-    let bounded = Router::new()
+    let reads = Router::new()
         .route("/v1/info", get(read::info))
         .route("/v1/heads/latest", get(read::latest_head))
         .route("/v1/heads/{epoch}", get(read::head))
@@ -85,11 +94,29 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(read::audit_listing))
         .route("/v1/audit/{epoch}", get(read::audit_blob))
         .route("/{epoch}/{previous}/{current}", get(read::audit_blob_by_name))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard_reads));
+    let bounded = Router::new()
+        .merge(reads)
         .route("/v1/updates", post(operator::post_updates))
         .route("/v1/updates/{id}", get(operator::update_status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(timeout);
+    let shed_metric = state.metrics.http_shed.clone();
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+            let shed_metric = shed_metric.clone();
+            async move {
+                shed_metric.inc();
+                busy()
+            }
+        }))
+        .load_shed()
+        // Router::layer wraps every route separately: the global variant shares one
+        // semaphore among them, so the limit is on the whole server.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.max_concurrent_requests,
+        ));
     // A forced epoch takes as long as the publish: no request timeout.
     Router::new()
         .route("/v1/epochs", post(operator::post_epoch))
@@ -97,7 +124,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(shed)
         .with_state(state)
+}
+
+/// The answer when every request slot is taken.
+fn busy() -> Response {
+    let body = kt_client::wire::ErrorBody {
+        error: "server busy: too many requests in flight; retry shortly".into(),
+    };
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 async fn not_found() -> ApiError {

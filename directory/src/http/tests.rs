@@ -1,6 +1,6 @@
 //! The API through `Router` + `oneshot`, on a real publisher over RocksDB in a tempdir.
 
-use super::{AppState, Limits, router};
+use super::{AppState, Limits, ReadGuard, router};
 use crate::datadir::DataDir;
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, PublisherConfig};
@@ -31,6 +31,14 @@ struct Fixture {
 }
 
 async fn start(data: DataDir, max_per_epoch: usize) -> (Router, PinnedKeys, tokio::sync::watch::Sender<bool>) {
+    start_guarded(data, max_per_epoch, ReadGuard::default()).await
+}
+
+async fn start_guarded(
+    data: DataDir,
+    max_per_epoch: usize,
+    read_guard: ReadGuard,
+) -> (Router, PinnedKeys, tokio::sync::watch::Sender<bool>) {
     let keys = data.load().expect("load keys");
     let token_hash = keys.token_hash;
     let metrics = Metrics::new().expect("metrics");
@@ -63,6 +71,7 @@ async fn start(data: DataDir, max_per_epoch: usize) -> (Router, PinnedKeys, toki
         limits,
         metrics,
         epoch_interval_secs: 3600,
+        read_guard,
     };
     (router(state), pinned, stop)
 }
@@ -485,4 +494,48 @@ async fn reopening_recovers_heads_queue_ids_and_a_missing_audit_blob() {
     let e2 = g.epoch().await;
     assert_eq!((e2.epoch, e2.taken), (2, 2));
     assert_eq!(e2.head.head.previous_root, e1.head.head.root);
+}
+
+#[tokio::test]
+async fn reads_can_require_a_token_and_are_rate_limited() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = DataDir::new(tmp.path().join("data"));
+    data.init("test").expect("init");
+    let guard = ReadGuard::new(Some("read-token-0123456789\n"), Some(1), Some(3));
+    let (router, _pinned, _stop) = start_guarded(data.clone(), 100, guard).await;
+    let operator = std::fs::read_to_string(data.token()).expect("token");
+    let call = |path: &str, token: Option<&str>| {
+        let mut request = Request::get(path);
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let router = router.clone();
+        let request = request.body(Body::empty()).expect("request");
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            (response.status(), response.headers().get("retry-after").cloned())
+        }
+    };
+    assert_eq!(call("/v1/heads/latest", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call("/v1/heads/latest", Some("wrong")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The operator token is not a read token.
+    assert_eq!(
+        call("/v1/heads/latest", Some(operator.trim())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Operators keep /healthz and /metrics.
+    assert_eq!(call("/healthz", None).await.0, StatusCode::OK);
+    // A burst of 3 (the failed attempts above did not spend it), then 429 with Retry-After.
+    for _ in 0..3 {
+        assert_eq!(
+            call("/v1/heads/latest", Some("read-token-0123456789")).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, retry) = call("/v1/info", Some("read-token-0123456789")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some());
 }
