@@ -25,13 +25,14 @@ stage() {
 }
 
 stage install bash scripts/setup.sh
-stage fmt cargo fmt --all --check
+stage fmt bash -c "cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check"
 stage "dependency rules" bash scripts/check-deps.sh
 stage "client library without cli feature" cargo build --release --locked -p kt-client --no-default-features --lib
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
 stage "client: head and co-signature vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test cosign_vectors --test tampering
+stage "fuzz corpus replay (no fuzzer)" tests cargo test --release --locked --manifest-path fuzz/Cargo.toml --no-default-features
 stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
 stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs, auditor + dashboard in chromium)" tests cargo test --release --locked -p kt-e2e

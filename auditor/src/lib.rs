@@ -7,13 +7,22 @@
 //! it audits); it shares only akd's verifier and the wire types of `kt-client`.
 
 pub mod blobs;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod datadir;
+#[cfg(feature = "server")]
 pub mod follower;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod status;
+#[cfg(feature = "server")]
 pub mod store;
 pub mod verify;

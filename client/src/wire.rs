@@ -181,6 +181,88 @@ pub struct UpdatesRequest {
     pub updates: Vec<UpdateItem>,
 }
 
+/// The limits a directory applies to `POST /v1/updates` bodies (the server's config
+/// sets them; these are its defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most updates in one request.
+    pub max_updates_per_request: usize,
+    /// Longest label, bytes of UTF-8.
+    pub max_label_bytes: usize,
+    /// Longest value, bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_updates_per_request: 1000,
+            max_label_bytes: 256,
+            max_value_bytes: 1024,
+        }
+    }
+}
+
+/// Validates a label: non-empty, at most `max` bytes, no control characters (labels end
+/// up in logs and terminals). `at` names the field in the error.
+pub fn check_label(label: &str, max: usize, at: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err(format!("{at}: empty label"));
+    }
+    if label.len() > max {
+        return Err(format!("{at}: label is {} bytes, the limit is {max}", label.len()));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(format!("{at}: label contains control characters"));
+    }
+    Ok(())
+}
+
+impl UpdatesRequest {
+    /// Checks every update against `limits` and decodes the values: `(label, value)`
+    /// pairs in request order, or the first problem, naming its field.
+    pub fn validate(self, limits: &RequestLimits) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        if self.updates.is_empty() {
+            return Err("updates: empty list".into());
+        }
+        if self.updates.len() > limits.max_updates_per_request {
+            return Err(format!(
+                "updates: {} updates, the limit per request is {}",
+                self.updates.len(),
+                limits.max_updates_per_request
+            ));
+        }
+        let mut batch = Vec::with_capacity(self.updates.len());
+        for (i, update) in self.updates.into_iter().enumerate() {
+            check_label(&update.label, limits.max_label_bytes, &format!("updates[{i}].label"))?;
+            let value = B64
+                .decode(&update.value)
+                .map_err(|e| format!("updates[{i}].value: not base64: {e}"))?;
+            if value.is_empty() {
+                return Err(format!(
+                    "updates[{i}].value: empty value (akd reserves the empty value as a tombstone)"
+                ));
+            }
+            if value.len() > limits.max_value_bytes {
+                return Err(format!(
+                    "updates[{i}].value: {} bytes, the limit is {}",
+                    value.len(),
+                    limits.max_value_bytes
+                ));
+            }
+            batch.push((update.label.into_bytes(), value));
+        }
+        Ok(batch)
+    }
+}
+
+/// Decodes and validates a `POST /v1/updates` body (what the fuzzer exercises; the
+/// server decodes the JSON with axum first, then calls [`UpdatesRequest::validate`]).
+pub fn parse_updates(body: &[u8], limits: &RequestLimits) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let request: UpdatesRequest = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+    request.validate(limits)
+}
+
 /// `202 Accepted` answer to `POST /v1/updates`: one id per update, in request order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdatesAccepted {

@@ -83,13 +83,32 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = init(&tmp.path().join("data"), "crash");
     let acked: Arc<Mutex<HashMap<u64, Acked>>> = Arc::default();
+    // A live auditor follows the directory through every crash (restarts reuse the
+    // address), verifying and co-signing as epochs appear.
+    let mut listen = "127.0.0.1:0".to_owned();
+    let mut auditor: Option<(Server, Api)> = None;
+    let auditor_dir = tmp.path().join("auditor");
+    let out = std::process::Command::new(common::AUDITOR)
+        .args(["init", "--data-dir"])
+        .arg(&auditor_dir)
+        .output()
+        .expect("auditor init");
+    assert!(out.status.success());
 
     for round in 0..ROUNDS {
         // Epochs on a 1 s timer and forced ones, while updates pour in.
-        let server = Server::start(
+        let server = Server::start_on(
             &dir.data_dir,
+            &listen,
             &["--epoch-interval", "1", "--max-updates-per-epoch", "150"],
         );
+        listen = server.url.trim_start_matches("http://").to_owned();
+        if auditor.is_none() {
+            let key = hex::encode(dir.pinned.directory_key.as_bytes());
+            let a = Server::start_auditor(&auditor_dir, &server.url, &key, &[]);
+            let api = Api::new(&a.url, "");
+            auditor = Some((a, api));
+        }
         let api = Api::new(&server.url, &dir.token);
         let writer = {
             let (api, acked) = (api.clone(), Arc::clone(&acked));
@@ -131,7 +150,7 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
     }
 
     // Restart and drain the queue.
-    let server = Server::start(&dir.data_dir, &["--epoch-interval", "3600"]);
+    let server = Server::start_on(&dir.data_dir, &listen, &["--epoch-interval", "3600"]);
     let api = Api::new(&server.url, &dir.token);
     loop {
         let e = api.epoch().await.expect("epoch after restart");
@@ -198,6 +217,34 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
     api.download_blobs(&heads, &blobs).await;
     audit_folder(&blobs);
     eprintln!("{} epochs, chain and audit blobs verified", heads.len() - 1);
+
+    // The live auditor verified every epoch, in order, without a gap or a finding.
+    let (_auditor, auditor) = auditor.expect("auditor started");
+    let last = heads.len() as u64 - 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s: kt_client::auditor::StatusResponse = auditor.get("/v1/status").await;
+        assert_ne!(s.state, kt_client::auditor::AuditState::Failed, "{s:?}");
+        if s.last_verified_epoch == Some(last) {
+            assert_eq!(s.evidence_count, 0, "{s:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "auditor stuck: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for from in (0..=last).step_by(1000) {
+        let list: kt_client::auditor::EpochList = auditor.get(&format!("/v1/epochs?from={from}&limit=1000")).await;
+        for (i, e) in list.epochs.iter().enumerate() {
+            assert_eq!(e.epoch, from + i as u64, "gap in the auditor's epochs");
+            assert_eq!(
+                e.root,
+                hex::encode(heads[e.epoch as usize].head.root),
+                "epoch {}",
+                e.epoch
+            );
+        }
+    }
+    eprintln!("the live auditor verified and co-signed epochs 0..={last} across {ROUNDS} crashes");
     server.terminate();
 }
 

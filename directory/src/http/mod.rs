@@ -57,6 +57,17 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits on update bodies, as `kt_client::wire` checks them.
+    pub fn request_limits(&self) -> kt_client::wire::RequestLimits {
+        kt_client::wire::RequestLimits {
+            max_updates_per_request: self.max_updates_per_request,
+            max_label_bytes: self.max_label_bytes,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+}
+
 /// Everything handlers need.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -6,8 +6,6 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use kt_client::wire::{EpochResponse, UpdateStatus, UpdatesAccepted, UpdatesRequest};
 use std::time::Duration;
 
@@ -33,24 +31,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates a label: non-empty UTF-8 (guaranteed by `String`), bounded, no control
-/// characters (they end up in logs and terminals).
+/// [`kt_client::wire::check_label`] as a 400.
 pub(super) fn check_label(label: &str, max: usize, at: &str) -> Result<(), ApiError> {
-    if label.is_empty() {
-        return Err(ApiError::bad_request(format!("{at}: empty label")));
-    }
-    if label.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{at}: label is {} bytes, the limit is {max}",
-            label.len()
-        )));
-    }
-    if label.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{at}: label contains control characters"
-        )));
-    }
-    Ok(())
+    kt_client::wire::check_label(label, max, at).map_err(ApiError::bad_request)
 }
 
 /// `POST /v1/updates`: validates everything, then answers 202 only after the synced
@@ -67,37 +50,9 @@ pub(super) async fn post_updates(
         )));
     }
     let Json(request) = body.map_err(|r| rejection(r.status(), r.body_text()))?;
-    let limits = &state.limits;
-    if request.updates.is_empty() {
-        return Err(ApiError::bad_request("updates: empty list"));
-    }
-    if request.updates.len() > limits.max_updates_per_request {
-        return Err(ApiError::bad_request(format!(
-            "updates: {} updates, the limit per request is {}",
-            request.updates.len(),
-            limits.max_updates_per_request
-        )));
-    }
-    let mut batch = Vec::with_capacity(request.updates.len());
-    for (i, update) in request.updates.into_iter().enumerate() {
-        check_label(&update.label, limits.max_label_bytes, &format!("updates[{i}].label"))?;
-        let value = B64
-            .decode(&update.value)
-            .map_err(|e| ApiError::bad_request(format!("updates[{i}].value: not base64: {e}")))?;
-        if value.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "updates[{i}].value: empty value (akd reserves the empty value as a tombstone)"
-            )));
-        }
-        if value.len() > limits.max_value_bytes {
-            return Err(ApiError::bad_request(format!(
-                "updates[{i}].value: {} bytes, the limit is {}",
-                value.len(),
-                limits.max_value_bytes
-            )));
-        }
-        batch.push((update.label.into_bytes(), value));
-    }
+    let batch = request
+        .validate(&state.limits.request_limits())
+        .map_err(ApiError::bad_request)?;
     let count = batch.len();
     let ids = match state.shared.queue.accept(batch).await {
         Ok(ids) => ids,

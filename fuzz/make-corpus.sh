@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpus from real responses: starts a kt-directory and a
+# kt-auditor (release builds from the main workspace) on loopback, publishes a few small
+# epochs, and saves what clients and the auditor receive. Writes corpus/keys.json with
+# the keys the targets verify against. Commit the result; never edit it by hand.
+set -euo pipefail
+cd "$(dirname "$0")"
+source ../scripts/env.sh
+cargo build --release --locked -q --manifest-path ../Cargo.toml -p kt-directory -p kt-auditor --bin kt-directory --bin kt-auditor
+bin=$CARGO_TARGET_DIR/release
+work=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+
+"$bin/kt-directory" init --data-dir "$work/d" --namespace fuzz.kt.invalid >"$work/d.init"
+"$bin/kt-auditor" init --data-dir "$work/a" >"$work/a.init"
+key=$(sed -n 's/^signing_key=//p' "$work/d.init")
+vrf=$(sed -n 's/^vrf_public_key=//p' "$work/d.init")
+akey=$(sed -n 's/^auditor key: //p' "$work/a.init")
+"$bin/kt-directory" serve --data-dir "$work/d" --listen 127.0.0.1:0 --epoch-interval 3600 >"$work/d.log" 2>/dev/null &
+pids+=($!)
+until url=$(sed -n 's/^listening on //p' "$work/d.log") && [ -n "$url" ]; do sleep 0.1; done
+"$bin/kt-auditor" serve --data-dir "$work/a" --directory "$url" --directory-key "$key" --listen 127.0.0.1:0 --poll-interval 1 >"$work/a.log" 2>/dev/null &
+pids+=($!)
+until aurl=$(sed -n 's/^listening on //p' "$work/a.log") && [ -n "$aurl" ]; do sleep 0.1; done
+token=$(cat "$work/d/operator.token")
+
+post() { curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+rm -rf corpus && mkdir -p corpus/{signed_head,lookup_response,history_response,cosigned_head,audit_blob,fork_evidence,update_request}
+for epoch in 1 2 3; do
+    body='{"updates":['
+    for i in 1 2 3 4 5 6 7 8; do
+        v=$(printf 'key-%s-%s' "$epoch" "$i" | base64)
+        body+="{\"label\":\"user$i@example.org/phone\",\"value\":\"$v\"},"
+    done
+    body="${body%,}]}"
+    echo "$body" >"corpus/update_request/epoch$epoch.json"
+    post -d "$body" "$url/v1/updates" >/dev/null
+    post -X POST "$url/v1/epochs" >/dev/null
+done
+for i in 1 2 3; do
+    curl -sf "$url/v1/lookup/user$i%40example.org%2Fphone" >"corpus/lookup_response/user$i.json"
+    curl -sf "$url/v1/history/user$i%40example.org%2Fphone" >"corpus/history_response/user$i.json"
+done
+curl -sf "$url/v1/history/user4%40example.org%2Fphone?most_recent=1" >corpus/history_response/most_recent.json
+for e in 0 1 2 3; do curl -sf "$url/v1/heads/$e" >"corpus/signed_head/epoch$e.json"; done
+until curl -sf "$aurl/v1/heads/3" >/dev/null; do sleep 0.2; done
+for e in 0 2 3; do curl -sf "$aurl/v1/heads/$e" >"corpus/cosigned_head/epoch$e.json"; done
+head2=$(curl -sf "$url/v1/heads/2")
+name=$(python3 -c 'import json,sys; h=json.loads(sys.argv[1]); print("%d/%s/%s" % (h["epoch"], h["previous_root"], h["root"]))' "$head2")
+curl -sf "$url/$name" >corpus/audit_blob/epoch2.bin
+python3 - "$head2" "$(curl -sf "$url/v1/heads/3")" <<'PY' >corpus/fork_evidence/not_a_fork.json
+import json, sys
+print(json.dumps({"first": json.loads(sys.argv[1]), "second": json.loads(sys.argv[2])}))
+PY
+# The binary form of a head, and a real fork: epoch 2 signed again over another root
+# with the directory's own key (only the directory, or this script, can make one).
+python3 - "$head2" "$work/d/signing.key" <<'PY'
+import json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+h = json.loads(sys.argv[1])
+def message(h):
+    ns = h["namespace"].encode()
+    return (b"kt-epoch-head/v1" + bytes([1, len(ns)]) + ns + h["epoch"].to_bytes(8, "big")
+            + bytes.fromhex(h["root"]) + bytes.fromhex(h["previous_root"])
+            + bytes.fromhex(h["vrf_key_hash"]) + h["timestamp_ms"].to_bytes(8, "big"))
+open("corpus/signed_head/epoch2.bin", "wb").write(message(h) + bytes.fromhex(h["signature"]))
+key = Ed25519PrivateKey.from_private_bytes(open(sys.argv[2], "rb").read())
+other = dict(h, root="ab" * 32, timestamp_ms=h["timestamp_ms"] + 1)
+other["signature"] = key.sign(message(other)).hex()
+json.dump({"first": h, "second": other}, open("corpus/fork_evidence/real_fork.json", "w"))
+PY
+printf '{"directory_key":"%s","vrf_public_key":"%s","auditor_key":"%s","blob_head":%s}\n' \
+    "$key" "$vrf" "$akey" "$head2" >corpus/keys.json
+echo "corpus written: $(find corpus -type f | wc -l) files"

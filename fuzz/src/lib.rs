@@ -1,0 +1,210 @@
+//! The fuzz targets' bodies, shared by the cargo-fuzz binaries (`fuzz_targets/`) and the
+//! corpus replay test (`tests/replay.rs`). Every input is untrusted: a target may reject
+//! it, never panic, and where a decoder is canonical it must re-encode to the same bytes.
+//!
+//! Verification targets check against the keys of the directory and auditor that
+//! produced the seed corpus (`corpus/keys.json`, written by `make-corpus.sh`), so the
+//! seeds verify and mutations explore the paths just beside success.
+
+use ed25519_dalek::VerifyingKey;
+use kt_client::auditor::CoSignedHead;
+use kt_client::head::SignedHead;
+use kt_client::state::ForkEvidence;
+use kt_client::verify::PinnedKeys;
+use kt_client::wire::{HistoryResponse, LookupResponse, RequestLimits};
+use std::sync::OnceLock;
+
+/// The keys of the corpus's directory and auditor, and the head whose audit blob the
+/// `audit_blob` seeds are.
+#[derive(Debug, serde::Deserialize)]
+struct Keys {
+    directory_key: String,
+    vrf_public_key: String,
+    auditor_key: String,
+    blob_head: SignedHead,
+}
+
+struct Fixed {
+    pinned: PinnedKeys,
+    auditor: VerifyingKey,
+    blob_head: SignedHead,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn fixed() -> &'static Fixed {
+    static FIXED: OnceLock<Fixed> = OnceLock::new();
+    FIXED.get_or_init(|| {
+        let keys: Keys = serde_json::from_str(include_str!("../corpus/keys.json")).expect("corpus/keys.json");
+        let key = |hex_key: &str| {
+            let bytes: [u8; 32] = hex::decode(hex_key).expect("hex").try_into().expect("32 bytes");
+            VerifyingKey::from_bytes(&bytes).expect("ed25519 key")
+        };
+        Fixed {
+            pinned: PinnedKeys {
+                directory_key: key(&keys.directory_key),
+                vrf_public_key: hex::decode(&keys.vrf_public_key).expect("hex"),
+            },
+            auditor: key(&keys.auditor_key),
+            blob_head: keys.blob_head,
+            runtime: tokio::runtime::Builder::new_current_thread().build().expect("runtime"),
+        }
+    })
+}
+
+/// Signed heads: binary and JSON forms. The binary form is canonical.
+pub fn signed_head(data: &[u8]) {
+    if let Ok(head) = SignedHead::from_bytes(data) {
+        assert_eq!(
+            head.to_bytes().expect("a decoded head encodes"),
+            data,
+            "binary heads are canonical"
+        );
+        let _ = fixed().pinned.check_head(&head);
+    }
+    if let Ok(head) = serde_json::from_slice::<SignedHead>(data) {
+        let _ = fixed().pinned.check_head(&head);
+        let again: SignedHead = serde_json::from_value(serde_json::to_value(&head).expect("json")).expect("round trip");
+        assert_eq!(again, head);
+    }
+}
+
+/// A directory's lookup answer, as a client verifies it.
+pub fn lookup_response(data: &[u8]) {
+    if let Ok(response) = serde_json::from_slice::<LookupResponse>(data) {
+        let _ = fixed().pinned.lookup_response(&response);
+    }
+}
+
+/// A directory's history answer, as a client verifies it.
+pub fn history_response(data: &[u8]) {
+    if let Ok(response) = serde_json::from_slice::<HistoryResponse>(data) {
+        let _ = fixed().pinned.history_response(&response);
+    }
+}
+
+/// An auditor's co-signed head, as `kt --auditor` checks it (both signature formats).
+pub fn cosigned_head(data: &[u8]) {
+    if let Ok(c) = serde_json::from_slice::<CoSignedHead>(data) {
+        let f = fixed();
+        let _ = c.cosignature.verify_for(&f.auditor, &c.directory_head);
+        let _ = c.plexi.verify(&f.auditor);
+        let _ = f.pinned.check_head(&c.directory_head);
+    }
+}
+
+/// An audit blob (akd `SingleAppendOnlyProof`, protobuf) as the auditor checks it.
+pub fn audit_blob(data: &[u8]) {
+    let f = fixed();
+    let _ = f
+        .runtime
+        .block_on(kt_auditor::verify::check_proof(&f.blob_head, data.to_vec()));
+}
+
+/// Fork evidence submitted to the auditor (`POST /v1/evidence`).
+pub fn fork_evidence(data: &[u8]) {
+    if let Ok(claim) = serde_json::from_slice::<ForkEvidence>(data) {
+        let identity = kt_auditor::verify::Identity {
+            key: fixed().pinned.directory_key,
+            namespace: Some(fixed().blob_head.head.namespace.clone()),
+            vrf_key_hash: None,
+        };
+        if let Ok(finding) = kt_auditor::verify::check_fork(&identity, &claim) {
+            assert_eq!(finding.heads.len(), 2);
+        }
+    }
+}
+
+/// The directory's `POST /v1/updates` body, decoded and validated as the server does.
+pub fn update_request(data: &[u8]) {
+    let limits = RequestLimits::default();
+    if let Ok(updates) = kt_client::wire::parse_updates(data, &limits) {
+        assert!(!updates.is_empty() && updates.len() <= limits.max_updates_per_request);
+        for (label, value) in &updates {
+            assert!(!label.is_empty() && label.len() <= limits.max_label_bytes);
+            assert!(!value.is_empty() && value.len() <= limits.max_value_bytes);
+        }
+    }
+    if let Ok(label) = std::str::from_utf8(data) {
+        let _ = kt_client::wire::check_label(label, 256, "label");
+    }
+}
+
+/// The seeds must take the success paths, or the fuzzer starts in the wrong place:
+/// every seed response verifies with the corpus keys, the blob verifies against its
+/// head, the real fork is one and the other claim is not. Returns what failed.
+pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
+    let f = fixed();
+    let mut failed = Vec::new();
+    let read = |dir: &str| -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(corpus.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                (
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    for (path, data) in read("lookup_response") {
+        let ok = serde_json::from_slice::<LookupResponse>(&data)
+            .ok()
+            .is_some_and(|r| f.pinned.lookup_response(&r).is_ok());
+        if !ok {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("history_response") {
+        let ok = serde_json::from_slice::<HistoryResponse>(&data)
+            .ok()
+            .is_some_and(|r| f.pinned.history_response(&r).is_ok());
+        if !ok {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("cosigned_head") {
+        let ok = serde_json::from_slice::<CoSignedHead>(&data).ok().is_some_and(|c| {
+            c.cosignature.verify_for(&f.auditor, &c.directory_head).is_ok() && c.plexi.verify(&f.auditor).is_ok()
+        });
+        if !ok {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("audit_blob") {
+        if f.runtime
+            .block_on(kt_auditor::verify::check_proof(&f.blob_head, data))
+            .is_err()
+        {
+            failed.push(path);
+        }
+    }
+    let identity = kt_auditor::verify::Identity {
+        key: f.pinned.directory_key,
+        namespace: Some(f.blob_head.head.namespace.clone()),
+        vrf_key_hash: None,
+    };
+    for (path, data) in read("fork_evidence") {
+        let is_fork = serde_json::from_slice::<ForkEvidence>(&data)
+            .ok()
+            .is_some_and(|c| kt_auditor::verify::check_fork(&identity, &c).is_ok());
+        if is_fork != path.ends_with("real_fork.json") {
+            failed.push(path);
+        }
+    }
+    failed
+}
+
+/// Every target by name (the corpus folder names).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("signed_head", signed_head),
+    ("lookup_response", lookup_response),
+    ("history_response", history_response),
+    ("cosigned_head", cosigned_head),
+    ("audit_blob", audit_blob),
+    ("fork_evidence", fork_evidence),
+    ("update_request", update_request),
+];
