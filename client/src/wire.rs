@@ -181,6 +181,9 @@ pub struct UpdatesRequest {
     pub updates: Vec<UpdateItem>,
 }
 
+/// A validated update: the label's bytes (UTF-8) and the decoded value.
+pub type ValidUpdate = (Vec<u8>, Vec<u8>);
+
 /// The limits a directory applies to `POST /v1/updates` bodies (the server's config
 /// sets them; these are its defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +224,7 @@ pub fn check_label(label: &str, max: usize, at: &str) -> Result<(), String> {
 impl UpdatesRequest {
     /// Checks every update against `limits` and decodes the values: `(label, value)`
     /// pairs in request order, or the first problem, naming its field.
-    pub fn validate(self, limits: &RequestLimits) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn validate(self, limits: &RequestLimits) -> Result<Vec<ValidUpdate>, String> {
         if self.updates.is_empty() {
             return Err("updates: empty list".into());
         }
@@ -258,7 +261,7 @@ impl UpdatesRequest {
 
 /// Decodes and validates a `POST /v1/updates` body (what the fuzzer exercises; the
 /// server decodes the JSON with axum first, then calls [`UpdatesRequest::validate`]).
-pub fn parse_updates(body: &[u8], limits: &RequestLimits) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse_updates(body: &[u8], limits: &RequestLimits) -> Result<Vec<ValidUpdate>, String> {
     let request: UpdatesRequest = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
     request.validate(limits)
 }
