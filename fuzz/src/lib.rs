@@ -187,6 +187,11 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
         namespace: Some(f.blob_head.head.namespace.clone()),
         vrf_key_hash: None,
     };
+    for (path, data) in read("storage_record") {
+        if !storage_record_decodes(&data) {
+            failed.push(path);
+        }
+    }
     for (path, data) in read("fork_evidence") {
         let is_fork = serde_json::from_slice::<ForkEvidence>(&data)
             .ok()
@@ -198,6 +203,66 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
     failed
 }
 
+/// A record of the directory's RocksDB, as read back from disk. The first byte picks
+/// the kind: 0 the azks, 1 a tree node (`key (36) ‖ value`), 2 a value state
+/// (`key length (1) ‖ key ‖ value`), 3 a version-and-value prefix. Decoding is total,
+/// and what decodes re-encodes to a fixed point.
+pub fn storage_record(data: &[u8]) {
+    storage_record_decodes(data);
+}
+
+/// [`storage_record`], telling whether the record decoded.
+fn storage_record_decodes(data: &[u8]) -> bool {
+    let Some((&kind, rest)) = data.split_first() else {
+        return false;
+    };
+    match kind % 4 {
+        0 => {
+            let Ok(azks) = kt_codec::decode_azks(rest) else {
+                return false;
+            };
+            let once = kt_codec::encode_azks(&azks);
+            let again = kt_codec::decode_azks(&once).expect("re-decodes");
+            assert_eq!(kt_codec::encode_azks(&again), once);
+            true
+        }
+        1 => {
+            let Some((key, value)) = rest.split_at_checked(kt_codec::NODE_KEY_LEN) else {
+                return false;
+            };
+            let Ok(label) = kt_codec::node_label_from_key(key) else {
+                return false;
+            };
+            let Ok(node) = kt_codec::decode_tree_node(label, value) else {
+                return false;
+            };
+            let once = kt_codec::encode_tree_node(&node);
+            let again = kt_codec::decode_tree_node(label, &once).expect("re-decodes");
+            assert_eq!(again, node);
+            true
+        }
+        2 => {
+            let Some((&len, rest)) = rest.split_first() else {
+                return false;
+            };
+            let Some((key, value)) = rest.split_at_checked(usize::from(len)) else {
+                return false;
+            };
+            let Ok((user, epoch)) = kt_codec::split_value_state_key(key) else {
+                return false;
+            };
+            let Ok(state) = kt_codec::decode_value_state(user, epoch, value) else {
+                return false;
+            };
+            let once = kt_codec::encode_value_state(&state);
+            let again = kt_codec::decode_value_state(user, epoch, &once).expect("re-decodes");
+            assert_eq!(again, state);
+            true
+        }
+        _ => kt_codec::decode_version_and_value(rest).is_ok(),
+    }
+}
+
 /// Every target by name (the corpus folder names).
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("signed_head", signed_head),
@@ -207,4 +272,5 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("audit_blob", audit_blob),
     ("fork_evidence", fork_evidence),
     ("update_request", update_request),
+    ("storage_record", storage_record),
 ];

@@ -3,32 +3,7 @@
 use super::cf::Cf;
 use std::path::PathBuf;
 
-/// Why a stored record could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The record ended before a field it announced.
-    #[error("truncated: needed {needed} more bytes for {field}")]
-    Truncated {
-        /// The field being read.
-        field: &'static str,
-        /// How many bytes were missing.
-        needed: usize,
-    },
-    /// A field held a value this format never writes.
-    #[error("invalid {field}: {detail}")]
-    Invalid {
-        /// The field being read.
-        field: &'static str,
-        /// What was wrong with it.
-        detail: String,
-    },
-    /// Bytes were left over after the last field.
-    #[error("{0} trailing bytes")]
-    Trailing(usize),
-    /// The record was written by a format version this build does not know.
-    #[error("unknown record format version {0}")]
-    Version(u8),
-}
+pub use kt_codec::DecodeError;
 
 /// Errors of [`super::RocksStorage`]. akd sees them as `akd::errors::StorageError`
 /// (a string); our own callers keep the typed source.

@@ -6,7 +6,7 @@
 //! not at all. Every RocksDB call runs on tokio's blocking pool, off the async workers.
 
 pub mod cf;
-pub mod codec;
+pub use kt_codec as codec;
 pub mod config;
 pub mod error;
 

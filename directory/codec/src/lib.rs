@@ -1,4 +1,5 @@
-//! Binary encodings of akd's records and of our keys.
+//! kt-codec: the binary encodings of akd's records and of our keys in the directory's
+//! RocksDB. A crate of its own, free of RocksDB, so the fuzz workspace can link it.
 //!
 //! akd only derives serde for its records behind a test feature, and its binary ids
 //! are fixed, so the values here are our own compact format: one leading format-version
@@ -7,10 +8,36 @@
 //! child's label). Decoding is total: any byte string decodes or yields a
 //! [`DecodeError`], never a panic (the fuzz targets and proptests below hold it to that).
 
-use super::error::DecodeError;
 use akd::storage::types::ValueState;
 use akd::tree_node::{TreeNode, TreeNodeType, TreeNodeWithPreviousValue};
 use akd::{AkdLabel, AkdValue, Azks, AzksValue, NodeLabel};
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record ended before a field it announced.
+    #[error("truncated: needed {needed} more bytes for {field}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// How many bytes were missing.
+        needed: usize,
+    },
+    /// A field held a value this format never writes.
+    #[error("invalid {field}: {detail}")]
+    Invalid {
+        /// The field being read.
+        field: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// Bytes were left over after the last field.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    /// The record was written by a format version this build does not know.
+    #[error("unknown record format version {0}")]
+    Version(u8),
+}
 
 /// Format version of every value written by this module.
 const FORMAT_V1: u8 = 1;
