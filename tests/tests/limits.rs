@@ -107,3 +107,28 @@ fn reads_need_the_read_token_when_configured_and_are_rate_limited() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
 }
+
+#[test]
+fn oversized_and_too_many_headers_are_refused_with_431() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("data"), "e2e.headers");
+    let server = Server::start(&d.data_dir, &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let ask = |headers: String| {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        // The server may answer and close before reading everything we send.
+        let _ = write!(s, "GET /v1/info HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).expect("an answer");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert_eq!(ask(format!("X-Big: {}\r\n", "a".repeat(600_000))), "HTTP/1.1 431");
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(ask(many), "HTTP/1.1 431");
+    assert_eq!(
+        status_of(&server.url, "/v1/info", None).0,
+        200,
+        "and the server goes on"
+    );
+}
