@@ -11,30 +11,13 @@ use axum::extract::{Path as AxPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Api, Initialized, Server, init};
+use common::{Api, Initialized, Server, init, init_auditor};
 use ed25519_dalek::VerifyingKey;
 use kt_client::auditor::{AuditState, CoSignedHead, EpochList, EvidenceKind, EvidenceList, StatusResponse};
 use kt_client::head::SignedHead;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// Runs `kt-auditor init` and returns its public key.
-fn init_auditor(dir: &Path) -> VerifyingKey {
-    let out = Command::new(common::AUDITOR)
-        .args(["init", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("run kt-auditor init");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).expect("utf8");
-    let hex_key = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("auditor key: "))
-        .expect("init prints the key");
-    let bytes: [u8; 32] = hex::decode(hex_key).expect("hex").try_into().expect("32 bytes");
-    VerifyingKey::from_bytes(&bytes).expect("key")
-}
+use std::time::Duration;
 
 fn key_hex(d: &Initialized) -> String {
     hex::encode(d.pinned.directory_key.as_bytes())
@@ -48,19 +31,6 @@ async fn publish(api: &Api, n: usize, per: usize, tag: &str) {
             .collect();
         api.post_updates(&updates).await.expect("updates accepted");
         api.epoch().await.expect("epoch published");
-    }
-}
-
-/// Polls the auditor's status until `done` holds (60 s at most).
-async fn wait_status(auditor: &Api, what: &str, done: impl Fn(&StatusResponse) -> bool) -> StatusResponse {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: StatusResponse = auditor.get("/v1/status").await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {s:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -201,7 +171,9 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
 
     let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
     let auditor = Api::new(&a.url, "");
-    let s = wait_status(&auditor, "epoch 3 verified", |s| s.last_verified_epoch == Some(3)).await;
+    let s = auditor
+        .wait_status("epoch 3 verified", |s| s.last_verified_epoch == Some(3))
+        .await;
     assert_eq!((s.state, s.lag, s.evidence_count), (AuditState::Ok, 0, 0), "{s:?}");
     check_cosigned(&auditor, &directory, &d, &akey, 3).await;
     let before: EpochList = auditor.get("/v1/epochs?from=0").await;
@@ -218,10 +190,9 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
     publish(&directory, 2, 100, "b").await;
     let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
     let auditor = Api::new(&a.url, "");
-    wait_status(&auditor, "epoch 5 verified after restart", |s| {
-        s.last_verified_epoch == Some(5)
-    })
-    .await;
+    auditor
+        .wait_status("epoch 5 verified after restart", |s| s.last_verified_epoch == Some(5))
+        .await;
     let after: EpochList = auditor.get("/v1/epochs?from=0").await;
     assert_eq!(
         after.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
@@ -429,7 +400,7 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
         init_auditor(&adir);
         let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
         let auditor = Api::new(&a.url, "");
-        let s = wait_status(&auditor, "failure", |s| s.state == AuditState::Failed).await;
+        let s = auditor.wait_status("failure", |s| s.state == AuditState::Failed).await;
         assert_eq!(
             s.last_verified_epoch,
             Some(1),
@@ -478,10 +449,11 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
     let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &["--max-head-age", "1"]);
     let auditor = Api::new(&a.url, "");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let s = wait_status(&auditor, "stale", |s| {
-        s.reason.contains("Stale") && s.last_verified_epoch == Some(3)
-    })
-    .await;
+    let s = auditor
+        .wait_status("stale", |s| {
+            s.reason.contains("Stale") && s.last_verified_epoch == Some(3)
+        })
+        .await;
     assert_eq!(s.state, AuditState::Lagging, "{s:?}");
     let list: EvidenceList = auditor.get("/v1/evidence").await;
     assert!(list.evidence.iter().all(|e| e.kind == EvidenceKind::Stale), "{list:?}");
@@ -504,10 +476,11 @@ async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
     init_auditor(&adir);
     let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &["--request-timeout", "1"]);
     let auditor = Api::new(&a.url, "");
-    wait_status(&auditor, "epoch 2", |s| {
-        s.last_verified_epoch == Some(2) && s.state == AuditState::Ok
-    })
-    .await;
+    auditor
+        .wait_status("epoch 2", |s| {
+            s.last_verified_epoch == Some(2) && s.state == AuditState::Ok
+        })
+        .await;
 
     publish(&directory, 1, 100, "g").await;
     for (bad, expect) in [
@@ -516,10 +489,9 @@ async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
         (Lie::Stall, "request to"),
     ] {
         *lie.lock().expect("lock") = bad;
-        let s = wait_status(&auditor, expect, |s| {
-            s.state == AuditState::Lagging && s.reason.contains(expect)
-        })
-        .await;
+        let s = auditor
+            .wait_status(expect, |s| s.state == AuditState::Lagging && s.reason.contains(expect))
+            .await;
         assert_eq!(s.last_verified_epoch, Some(2), "{bad:?}: {s:?}");
         assert_eq!(auditor.get_raw("/v1/heads/3").await.0, 404, "{bad:?}: nothing signed");
         assert_eq!(
@@ -539,18 +511,20 @@ async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
     // The directory goes away entirely, then comes back honest.
     server.terminate();
     *lie.lock().expect("lock") = Lie::Honest;
-    wait_status(&auditor, "directory gone", |s| {
-        s.reason.contains("502") || s.reason.contains("Bad Gateway")
-    })
-    .await;
+    auditor
+        .wait_status("directory gone", |s| {
+            s.reason.contains("502") || s.reason.contains("Bad Gateway")
+        })
+        .await;
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let (proxy2, _) = switchable_proxy(&server.url, Lie::Honest).await;
     drop(a);
     let a = Server::start_auditor(&adir, &proxy2, &key_hex(&d), &["--request-timeout", "1"]);
     let auditor = Api::new(&a.url, "");
-    let s = wait_status(&auditor, "recovered", |s| {
-        s.last_verified_epoch == Some(3) && s.state == AuditState::Ok
-    })
-    .await;
+    let s = auditor
+        .wait_status("recovered", |s| {
+            s.last_verified_epoch == Some(3) && s.state == AuditState::Ok
+        })
+        .await;
     assert_eq!(s.evidence_count, 0);
 }

@@ -6,10 +6,9 @@
 mod common;
 
 use common::{Api, Server, init};
-use kt_client::auditor::{AuditState, CoSignedHead, EvidenceKind, EvidenceList, StatusResponse};
+use kt_client::auditor::{AuditState, CoSignedHead, EvidenceKind, EvidenceList};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 async fn publish(api: &Api, n: usize, tag: &str) {
     for e in 0..n {
@@ -39,18 +38,6 @@ fn refused(data_dir: &Path, auditor: &str) -> String {
     err
 }
 
-async fn wait_status(auditor: &Api, what: &str, done: impl Fn(&StatusResponse) -> bool) -> StatusResponse {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: StatusResponse = auditor.get("/v1/status").await;
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -68,15 +55,12 @@ async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does
     publish(&Api::new(&server.url, &d.token), 2, "b").await;
 
     let adir = tmp.path().join("auditor");
-    let out = Command::new(common::AUDITOR)
-        .args(["init", "--data-dir"])
-        .arg(&adir)
-        .output()
-        .expect("init");
-    assert!(out.status.success());
+    common::init_auditor(&adir);
     let a = Server::start_auditor(&adir, &server.url, &key, &[]);
     let auditor = Api::new(&a.url, "");
-    wait_status(&auditor, "epoch 4 verified", |s| s.last_verified_epoch == Some(4)).await;
+    auditor
+        .wait_status("epoch 4 verified", |s| s.last_verified_epoch == Some(4))
+        .await;
     let honest_3: CoSignedHead = auditor.get("/v1/heads/3").await;
     server.terminate();
 
@@ -100,7 +84,9 @@ async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does
     // and never co-signs the restored epoch 3.
     let rogue = Server::start_on(&restored, &listen, &["--epoch-interval", "3600"]);
     publish(&Api::new(&rogue.url, &d.token), 1, "c").await;
-    let s = wait_status(&auditor, "rollback detected", |s| s.state == AuditState::Failed).await;
+    let s = auditor
+        .wait_status("rollback detected", |s| s.state == AuditState::Failed)
+        .await;
     assert!(s.reason.contains("Rollback"), "{s:?}");
     let list: EvidenceList = auditor.get("/v1/evidence").await;
     assert_eq!(list.evidence[0].kind, EvidenceKind::Rollback, "{list:?}");

@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router<()> {
         .merge(bounded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), announced_length))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(shed)
         .with_state(state)
@@ -150,6 +151,25 @@ fn busy() -> Response {
         axum::http::HeaderValue::from_static("1"),
     );
     response
+}
+
+/// Refuses a body whose announced length is over the limit before reading any of it
+/// (bodies without a length are cut at the limit while they are read).
+async fn announced_length(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = state.limits.max_body_bytes;
+    match announced {
+        Some(len) if len > max as u64 => ApiError::Client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is {len} bytes, the limit is {max}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -300,6 +300,45 @@ impl Api {
     }
 }
 
+/// Runs `kt-auditor init` in `dir` and returns the auditor's public key.
+pub fn init_auditor(dir: &Path) -> ed25519_dalek::VerifyingKey {
+    let out = Command::new(AUDITOR)
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("run kt-auditor init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let hex_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("auditor key: "))
+        .expect("init prints the key");
+    let bytes: [u8; 32] = hex::decode(hex_key).expect("hex").try_into().expect("32 bytes");
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).expect("key")
+}
+
+impl Api {
+    /// Polls an auditor's `/v1/status` until `done` holds (60 s at most).
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        done: impl Fn(&kt_client::auditor::StatusResponse) -> bool,
+    ) -> kt_client::auditor::StatusResponse {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s: kt_client::auditor::StatusResponse = self.get("/v1/status").await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// Runs `kt-auditor audit-blobs` on `folder`; panics with its output unless it passes.
 pub fn audit_folder(folder: &Path) -> String {
     let out = Command::new(AUDITOR)
