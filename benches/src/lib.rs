@@ -49,7 +49,7 @@ pub async fn memory() -> MemDirectory {
 }
 
 /// The label of entry `i` of the loaded population (distinct from sample traffic labels).
-fn load_label(i: u64) -> akd::AkdLabel {
+pub fn load_label(i: u64) -> akd::AkdLabel {
     akd::AkdLabel::from(format!("load-{i}").as_str())
 }
 
