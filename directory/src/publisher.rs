@@ -172,8 +172,17 @@ fn now_ms(not_before: u64) -> u64 {
     kt_client::head::unix_ms().max(not_before)
 }
 
-pub(crate) fn epoch_key(epoch: u64) -> Vec<u8> {
+fn epoch_key(epoch: u64) -> Vec<u8> {
     epoch.to_be_bytes().to_vec()
+}
+
+/// The head stored for `epoch` (signature not checked: it is our own record).
+pub(crate) async fn stored_head(storage: &RocksStorage, epoch: u64) -> Result<SignedHead, PublishError> {
+    let bytes = storage
+        .get_raw(Cf::Heads, epoch_key(epoch))
+        .await?
+        .ok_or_else(|| PublishError::Inconsistent(format!("no head stored for epoch {epoch}")))?;
+    Ok(SignedHead::from_bytes(&bytes)?)
 }
 
 /// A request to publish now (`POST /v1/epochs`), answered when the epoch is done.
@@ -387,12 +396,7 @@ impl Publisher {
 
     /// The head stored for `epoch`.
     async fn head_at(&self, epoch: u64) -> Result<SignedHead, PublishError> {
-        let bytes = self
-            .storage
-            .get_raw(Cf::Heads, epoch_key(epoch))
-            .await?
-            .ok_or_else(|| PublishError::Inconsistent(format!("no head stored for epoch {epoch}")))?;
-        Ok(SignedHead::from_bytes(&bytes)?)
+        stored_head(&self.storage, epoch).await
     }
 
     fn fail(&self, reason: String) {

@@ -5,8 +5,7 @@
 //! head they verified, and refuses to start if that is ahead of its own data or
 //! disagrees with the head it stored for that epoch.
 
-use crate::publisher::{Shared, epoch_key};
-use crate::storage::Cf;
+use crate::publisher::{Shared, stored_head};
 use kt_client::auditor::CoSignedHead;
 use kt_client::head::SignedHead;
 use kt_client::http::{DirectoryClient, HttpError};
@@ -94,13 +93,9 @@ async fn compare(url: &str, theirs: &SignedHead, ours: &SignedHead, shared: &Sha
             ours: o.epoch,
         });
     }
-    let stored = shared
-        .storage
-        .get_raw(Cf::Heads, epoch_key(t.epoch))
+    let stored = stored_head(&shared.storage, t.epoch)
         .await
-        .map_err(|e| WitnessError::Storage(e.to_string()))?
-        .ok_or_else(|| WitnessError::Storage(format!("no head stored for epoch {}", t.epoch)))?;
-    let stored = SignedHead::from_bytes(&stored).map_err(|e| WitnessError::Storage(e.to_string()))?;
+        .map_err(|e| WitnessError::Storage(e.to_string()))?;
     if stored.head.root != t.root {
         return Err(WitnessError::Diverged {
             auditor: url.to_owned(),
