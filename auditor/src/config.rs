@@ -30,16 +30,7 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
 }
 
-/// Why the settings are unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read or parsed.
-    #[error(transparent)]
-    File(#[from] kt_client::configfile::ConfigFileError),
-    /// Missing or out of range.
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use kt_client::configfile::ConfigError;
 
 impl FileConfig {
     /// Reads a config file.

@@ -27,6 +27,17 @@ pub enum ConfigFileError {
     },
 }
 
+/// Why a binary's settings are unusable: the file, or a value out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    /// A value is missing or out of range; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Reads and parses a TOML config file.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {

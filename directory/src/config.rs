@@ -43,16 +43,7 @@ pub struct FileConfig {
     pub read_token_file: Option<PathBuf>,
 }
 
-/// Why the config file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read or parsed.
-    #[error(transparent)]
-    File(#[from] kt_client::configfile::ConfigFileError),
-    /// A value out of range.
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use kt_client::configfile::ConfigError;
 
 impl FileConfig {
     /// Reads a config file.
