@@ -7,7 +7,7 @@
 
 use crate::metrics::Metrics;
 use crate::status::SharedStatus;
-use crate::store::{EpochRecord, Pins, Store, StoreError};
+use crate::store::{EpochRecord, Pins, Store, StoreError, blocking};
 use crate::verify::{self, Finding, Identity};
 use ed25519_dalek::SigningKey;
 use kt_client::auditor::{AuditState, Evidence, EvidenceSource};
@@ -85,17 +85,6 @@ pub struct Follower {
     latest_seen: Option<SignedHead>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Corrupt {
-            what: "store task".into(),
-            reason: e.to_string(),
-        })
-    })
-}
-
 impl Follower {
     /// A follower; nothing is fetched until [`Follower::run`].
     pub fn new(
@@ -166,12 +155,7 @@ impl Follower {
     }
 
     fn update_lag(&self) {
-        let s = self.status.get();
-        let lag = s
-            .last_seen_epoch
-            .unwrap_or(0)
-            .saturating_sub(s.last_verified_epoch.unwrap_or(0));
-        self.metrics.lag_epochs.set(lag as i64);
+        self.metrics.lag_epochs.set(self.status.get().lag() as i64);
     }
 
     /// Follows the directory until `shutdown` turns true. After proven misbehaviour

@@ -24,6 +24,15 @@ pub struct Status {
     pub last_contact_ms: Option<u64>,
 }
 
+impl Status {
+    /// Epochs seen but not yet verified.
+    pub fn lag(&self) -> u64 {
+        self.last_seen_epoch
+            .unwrap_or(0)
+            .saturating_sub(self.last_verified_epoch.unwrap_or(0))
+    }
+}
+
 /// A [`Status`] behind a lock; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SharedStatus(Arc<RwLock<Status>>);

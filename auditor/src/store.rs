@@ -114,6 +114,18 @@ pub struct EpochRecord {
     pub updates: u64,
 }
 
+/// Runs a blocking store call off the async workers (a panicked call is an error).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Corrupt {
+            what: "store task".into(),
+            reason: e.to_string(),
+        })
+    })
+}
+
 /// The auditor's database.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -48,10 +48,7 @@ pub(super) async fn status(State(app): State<AppState>) -> Result<Json<StatusRes
     let store = app.store.clone();
     let evidence_count = blocking(move || store.evidence()).await?.len() as u64;
     let s = app.status.get();
-    let lag = s
-        .last_seen_epoch
-        .unwrap_or(0)
-        .saturating_sub(s.last_verified_epoch.unwrap_or(0));
+    let lag = s.lag();
     Ok(Json(StatusResponse {
         namespace: s.namespace,
         directory_url: app.directory_url.clone(),

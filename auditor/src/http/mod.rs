@@ -48,14 +48,11 @@ pub struct AppState {
     pub max_head_age_secs: u64,
 }
 
-/// Runs a blocking store call off the async workers.
+/// [`crate::store::blocking`] with its error as an [`ApiError`].
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::Internal(format!("store task: {e}"))),
-    }
+    Ok(crate::store::blocking(f).await?)
 }
 
 /// The whole API.
