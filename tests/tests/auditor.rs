@@ -23,17 +23,6 @@ fn key_hex(d: &Initialized) -> String {
     hex::encode(d.pinned.directory_key.as_bytes())
 }
 
-/// Publishes `n` epochs of `per` fresh updates each through the operator API.
-async fn publish(api: &Api, n: usize, per: usize, tag: &str) {
-    for e in 0..n {
-        let updates: Vec<(String, Vec<u8>)> = (0..per)
-            .map(|i| (format!("{tag}-{e}-{i}@example.org"), vec![1, e as u8, i as u8]))
-            .collect();
-        api.post_updates(&updates).await.expect("updates accepted");
-        api.epoch().await.expect("epoch published");
-    }
-}
-
 /// Checks every co-signed head 0..=last: ours and the Plexi form, with pinned keys,
 /// against the directory's own signed head, and with plexi-core's verifier; and that
 /// the auditor serves the same proof the directory does.
@@ -158,7 +147,7 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
     let d = init(&tmp.path().join("directory"), "e2e.auditor");
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let directory = Api::new(&server.url, &d.token);
-    publish(&directory, 3, 200, "a").await;
+    directory.publish_epochs(3, 200, "a").await;
 
     let adir = tmp.path().join("auditor");
     let akey = init_auditor(&adir);
@@ -187,7 +176,7 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
 
     // SIGKILL mid-stream: the directory moves on while the auditor is down.
     a.kill();
-    publish(&directory, 2, 100, "b").await;
+    directory.publish_epochs(2, 100, "b").await;
     let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
     let auditor = Api::new(&a.url, "");
     auditor
@@ -389,7 +378,7 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
     let d = init(&tmp.path().join("directory"), "e2e.evil");
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let directory = Api::new(&server.url, &d.token);
-    publish(&directory, 3, 150, "x").await;
+    directory.publish_epochs(3, 150, "x").await;
 
     for (name, lie, kind) in [
         ("flip", Lie::FlipProofByte(2), EvidenceKind::InvalidProof),
@@ -470,7 +459,7 @@ async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
     let d = init(&tmp.path().join("directory"), "e2e.flaky");
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let directory = Api::new(&server.url, &d.token);
-    publish(&directory, 2, 100, "f").await;
+    directory.publish_epochs(2, 100, "f").await;
     let (proxy, lie) = switchable_proxy(&server.url, Lie::Honest).await;
     let adir = tmp.path().join("auditor");
     init_auditor(&adir);
@@ -482,7 +471,7 @@ async fn an_unreliable_directory_makes_the_auditor_lag_and_retry_never_sign() {
         })
         .await;
 
-    publish(&directory, 1, 100, "g").await;
+    directory.publish_epochs(1, 100, "g").await;
     for (bad, expect) in [
         (Lie::ServerError, "HTTP 500"),
         (Lie::Garbage, "unexpected response body"),

@@ -6,9 +6,9 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{Api, Server, init};
+use common::{Api, Server, copy_dir, init};
 use kt_client::state::ForkEvidence;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 struct Kt {
@@ -47,11 +47,6 @@ impl Kt {
 fn ok(ran: &Ran) -> serde_json::Value {
     assert_eq!(ran.code, 0, "kt failed: {}{}", ran.stdout, ran.stderr);
     serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", ran.stdout))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,25 +5,10 @@
 
 mod common;
 
-use common::{Api, Server, init};
+use common::{Api, Server, copy_dir, init};
 use kt_client::auditor::{AuditState, CoSignedHead, EvidenceKind, EvidenceList};
 use std::path::Path;
 use std::process::Command;
-
-async fn publish(api: &Api, n: usize, tag: &str) {
-    for e in 0..n {
-        let updates: Vec<(String, Vec<u8>)> = (0..50)
-            .map(|i| (format!("{tag}-{e}-{i}@example.org"), vec![2, e as u8, i as u8]))
-            .collect();
-        api.post_updates(&updates).await.expect("accepted");
-        api.epoch().await.expect("epoch");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let ok = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
-    assert!(ok.success());
-}
 
 /// `serve` that is expected to refuse; returns its stderr.
 fn refused(data_dir: &Path, auditor: &str) -> String {
@@ -46,13 +31,13 @@ async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does
 
     // Epochs 1-2, a backup, then epochs 3-4.
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
-    publish(&Api::new(&server.url, &d.token), 2, "a").await;
+    Api::new(&server.url, &d.token).publish_epochs(2, 50, "a").await;
     server.terminate();
     let backup = tmp.path().join("backup");
     copy_dir(&d.data_dir, &backup);
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let listen = server.url.trim_start_matches("http://").to_owned();
-    publish(&Api::new(&server.url, &d.token), 2, "b").await;
+    Api::new(&server.url, &d.token).publish_epochs(2, 50, "b").await;
 
     let adir = tmp.path().join("auditor");
     common::init_auditor(&adir);
@@ -83,7 +68,7 @@ async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does
     // sees a head for an older epoch signed later than epoch 4's, records a rollback,
     // and never co-signs the restored epoch 3.
     let rogue = Server::start_on(&restored, &listen, &["--epoch-interval", "3600"]);
-    publish(&Api::new(&rogue.url, &d.token), 1, "c").await;
+    Api::new(&rogue.url, &d.token).publish_epochs(1, 50, "c").await;
     let s = auditor
         .wait_status("rollback detected", |s| s.state == AuditState::Failed)
         .await;
@@ -100,7 +85,7 @@ async fn a_restored_backup_refuses_to_fork_and_the_auditor_catches_one_that_does
 
     // Once the restored copy has gone past the auditor's epoch, the check sees the
     // diverged root at epoch 4 instead.
-    publish(&Api::new(&rogue.url, &d.token), 2, "d").await;
+    Api::new(&rogue.url, &d.token).publish_epochs(2, 50, "d").await;
     rogue.terminate();
     let err = refused(&restored, &a.url);
     assert!(err.contains("verified root") && err.contains("for epoch 4"), "{err}");

@@ -317,7 +317,25 @@ pub fn init_auditor(dir: &Path) -> ed25519_dalek::VerifyingKey {
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).expect("key")
 }
 
+/// `cp -a from to` (a data directory, e.g. as a backup).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
+    assert!(status.success());
+}
+
 impl Api {
+    /// Publishes `n` epochs of `per` fresh updates each (labels `{tag}-{epoch}-{i}@example.org`)
+    /// through the operator API.
+    pub async fn publish_epochs(&self, n: usize, per: usize, tag: &str) {
+        for e in 0..n {
+            let updates: Vec<(String, Vec<u8>)> = (0..per)
+                .map(|i| (format!("{tag}-{e}-{i}@example.org"), vec![1, e as u8, i as u8]))
+                .collect();
+            self.post_updates(&updates).await.expect("updates accepted");
+            self.epoch().await.expect("epoch published");
+        }
+    }
+
     /// Polls an auditor's `/v1/status` until `done` holds (60 s at most).
     pub async fn wait_status(
         &self,
