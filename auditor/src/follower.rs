@@ -133,15 +133,9 @@ impl Follower {
     }
 
     fn set_state(&self, state: AuditState, reason: String) {
-        self.metrics.state.set(match state {
-            AuditState::Ok => 0,
-            AuditState::Lagging => 1,
-            AuditState::Failed => 2,
-        });
+        // `failed` is final: the gauge shows the state the status actually holds.
         self.status.set_state(state, reason);
-        if self.status.failed() {
-            self.metrics.state.set(2);
-        }
+        self.metrics.show_state(self.status.get().state);
     }
 
     fn note_verified(&self, record: &EpochRecord) {

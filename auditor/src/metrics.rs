@@ -58,6 +58,16 @@ impl Metrics {
         Ok(m)
     }
 
+    /// Shows `state` in the `state` gauge (0 ok, 1 lagging, 2 failed).
+    pub fn show_state(&self, state: kt_client::auditor::AuditState) {
+        use kt_client::auditor::AuditState;
+        self.state.set(match state {
+            AuditState::Ok => 0,
+            AuditState::Lagging => 1,
+            AuditState::Failed => 2,
+        });
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -210,7 +210,7 @@ pub(super) async fn submit_evidence(
         app.metrics.evidence.with_label_values(&["Fork"]).inc();
         app.status
             .set_state(AuditState::Failed, format!("evidence #{id} (Fork): {reason}"));
-        app.metrics.state.set(2);
+        app.metrics.show_state(AuditState::Failed);
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(EvidenceAccepted { id, created })).into_response())
