@@ -35,6 +35,7 @@ stage "client: head and co-signature vectors, tampered responses" tests cargo te
 stage "fuzz corpus replay (no fuzzer)" tests cargo test --release --locked --manifest-path fuzz/Cargo.toml --no-default-features
 stage "storage conformance" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery" tests cargo test --release --locked -p kt-directory --test directory_differential
+stage "load harness at a tiny size (kt-load against a real kt-directory)" tests cargo test --release --locked -p kt-benches --test kt_load
 stage "end-to-end (publisher over HTTP, SIGKILL recovery, audit blobs, auditor + dashboard in chromium)" tests cargo test --release --locked -p kt-e2e
 echo "=== all stages passed in $SECONDS s"
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }

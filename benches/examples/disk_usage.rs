@@ -1,6 +1,6 @@
 //! Bytes on disk per entry: loads N entries (`N`, default 200,000) into a RocksDB
 //! directory in 20k-entry epochs, publishes one epoch of 20k rotations, compacts, and
-//! prints the live SST bytes of each column family.
+//! prints the live bytes (SST and blob files) of each column family.
 //!
 //! `N=200000 cargo run --release -p kt-benches --example disk_usage`
 //! (the load harness of the benchmarks issue supersedes this at larger N).
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(storage.compact())?;
     let mut total = 0;
     for cf in Cf::ALL {
-        let bytes = storage.live_sst_bytes(cf)?;
+        let bytes = storage.live_bytes(cf)?;
         total += bytes;
         println!("{cf}: {bytes} bytes, {:.1} B/entry", bytes as f64 / n as f64);
     }

@@ -50,7 +50,12 @@ pub async fn memory() -> MemDirectory {
 
 /// The label of entry `i` of the loaded population (distinct from sample traffic labels).
 pub fn load_label(i: u64) -> akd::AkdLabel {
-    akd::AkdLabel::from(format!("load-{i}").as_str())
+    akd::AkdLabel::from(load_label_str(i).as_str())
+}
+
+/// [`load_label`] as the string the HTTP API takes.
+pub fn load_label_str(i: u64) -> String {
+    format!("load-{i}")
 }
 
 /// Epoch `epoch`'s load batch: entries `[start, start + len)` with their first value.

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the directory, served at `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the directory exports, registered in one registry.
@@ -35,6 +36,9 @@ pub struct Metrics {
     pub http_rate_limited: IntCounter,
     /// Requests refused because every slot was taken (503).
     pub http_shed: IntCounter,
+    /// Live bytes on disk by column family (SST and blob files), after each epoch:
+    /// what the tree, the value states and the audit blobs cost.
+    pub storage_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -72,6 +76,13 @@ impl Metrics {
                 "http_shed_total",
                 "Requests refused with 503 because all slots were busy",
             )?,
+            storage_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "storage_bytes",
+                    "Live bytes on disk by column family, after the latest epoch",
+                ),
+                &["cf"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.latest_epoch.clone()))?;
@@ -87,6 +98,7 @@ impl Metrics {
         m.registry.register(Box::new(m.http_seconds.clone()))?;
         m.registry.register(Box::new(m.http_rate_limited.clone()))?;
         m.registry.register(Box::new(m.http_shed.clone()))?;
+        m.registry.register(Box::new(m.storage_bytes.clone()))?;
         Ok(m)
     }
 

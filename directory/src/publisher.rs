@@ -319,6 +319,7 @@ impl Publisher {
             .latest_epoch
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
         publisher.update_queue_metric();
+        publisher.update_storage_metric().await;
         let shared = Shared {
             views: views_rx,
             failure,
@@ -407,6 +408,22 @@ impl Publisher {
         self.metrics
             .queue_depth
             .set(i64::try_from(self.queue.depth()).unwrap_or(i64::MAX));
+    }
+
+    /// Refreshes the bytes-on-disk gauges. A failed property read is only logged: it
+    /// says nothing about the data.
+    async fn update_storage_metric(&self) {
+        match self.storage.live_bytes_all().await {
+            Ok(all) => {
+                for (cf, bytes) in all {
+                    self.metrics
+                        .storage_bytes
+                        .with_label_values(&[cf.name()])
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading bytes on disk"),
+        }
     }
 
     /// Runs until `shutdown` flips: an epoch every `interval`, and one per trigger.
@@ -535,6 +552,7 @@ impl Publisher {
         self.install_view(head.clone()).await?;
         self.store_audit_blob(&current.head, &head.head).await?;
         self.latest_blob_epoch.store(next, Ordering::SeqCst);
+        self.update_storage_metric().await;
         Ok(self.response(head, true, taken))
     }
 

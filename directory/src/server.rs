@@ -68,14 +68,37 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
 
     let (stop, stopped) = watch::channel(false);
-    let publisher = tokio::spawn(publisher.run(config.epoch_interval, triggers, stopped));
+    // The publisher runs on its own runtime and threads. akd's publish is minutes of
+    // CPU-bound async work at scale; on the HTTP runtime it would occupy the workers
+    // that answer lookups, which then wait for it (docs/performance.md measures the
+    // lookup p99 during a publish both ways). On separate threads the OS shares the
+    // cores between the two.
+    let interval = config.epoch_interval;
+    let publisher = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || -> std::io::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("publisher")
+                .build()?;
+            runtime.block_on(publisher.run(interval, triggers, stopped));
+            Ok(())
+        })
+        .context("starting the publisher thread")?;
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(kt_client::run::shutdown_signal())
         .await
-        .context("HTTP server")?;
+        .context("HTTP server");
     let _ = stop.send(true);
-    publisher.await.context("publisher task")?;
+    let joined = tokio::task::spawn_blocking(move || publisher.join())
+        .await
+        .context("joining the publisher thread")?;
+    match joined {
+        Ok(result) => result.context("publisher runtime")?,
+        Err(_) => anyhow::bail!("the publisher thread panicked"),
+    }
+    served?;
     tracing::info!("kt-directory stopped");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! from disk once and kept. It also derives the commitment key: it can never be rotated,
 //! and losing it means starting a new directory.
 
-use akd::ecvrf::{VRFKeyStorage, VrfError};
+use akd::ecvrf::{Proof, VRFExpandedPrivateKey, VRFKeyStorage, VRFPrivateKey, VRFPublicKey, VrfError};
+use akd::{AkdLabel, Configuration, NodeLabel, VersionFreshness};
 use async_trait::async_trait;
 use std::io::ErrorKind;
 use std::path::Path;
@@ -13,9 +14,22 @@ use std::sync::Arc;
 /// Length of a VRF secret key.
 pub const VRF_SECRET_LEN: usize = 32;
 
-/// A VRF secret key in memory. Cloning shares it.
+/// A VRF secret key in memory, with what akd derives from it on every call. Cloning
+/// shares it.
 #[derive(Clone)]
-pub struct VrfSecret(Arc<[u8; VRF_SECRET_LEN]>);
+pub struct VrfSecret(Arc<Keys>);
+
+/// The secret and its derived keys, computed once.
+struct Keys {
+    /// The 32 secret bytes (what the key file holds).
+    secret: [u8; VRF_SECRET_LEN],
+    /// The expanded secret (SHA-512 of the secret): akd's defaults recompute it for
+    /// each VRF evaluation.
+    expanded: VRFExpandedPrivateKey,
+    /// The public key: akd's defaults recompute it (a base-point multiplication, a
+    /// sixth of a proof's cost) for each VRF evaluation and proof.
+    public: VRFPublicKey,
+}
 
 impl std::fmt::Debug for VrfSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +43,12 @@ pub use crate::datadir::DataDirError as KeyFileError;
 impl VrfSecret {
     /// A key from its 32 secret bytes.
     pub fn from_bytes(bytes: [u8; VRF_SECRET_LEN]) -> Self {
-        VrfSecret(Arc::new(bytes))
+        let private = VRFPrivateKey::try_from(&bytes[..]).expect("any 32 bytes are a VRF secret");
+        VrfSecret(Arc::new(Keys {
+            secret: bytes,
+            expanded: VRFExpandedPrivateKey::from(&private),
+            public: VRFPublicKey::from(&private),
+        }))
     }
 
     /// A fresh random key (from the OS's CSPRNG).
@@ -46,7 +65,7 @@ impl VrfSecret {
 
     /// Writes this key to a new file readable by the owner only; never overwrites.
     pub fn create_file(&self, path: &Path) -> Result<(), KeyFileError> {
-        Ok(crate::datadir::create_private_file(path, &self.0[..])?)
+        Ok(crate::datadir::create_private_file(path, &self.0.secret[..])?)
     }
 
     /// Loads the key at `path`, or creates a random one there if the file is absent.
@@ -64,16 +83,99 @@ impl VrfSecret {
     }
 }
 
+/// akd's default methods rebuild the private, expanded and public keys from
+/// `retrieve()` on every call (several per lookup); these overrides compute exactly
+/// what the defaults do (`VRFPrivateKey::prove` is `expanded.prove(&public, ..)`) with
+/// the keys derived once. The test below holds them to the defaults.
 #[async_trait]
 impl VRFKeyStorage for VrfSecret {
     async fn retrieve(&self) -> Result<Vec<u8>, VrfError> {
-        Ok(self.0.to_vec())
+        Ok(self.0.secret.to_vec())
+    }
+
+    async fn get_vrf_public_key(&self) -> Result<VRFPublicKey, VrfError> {
+        Ok(self.0.public.clone())
+    }
+
+    async fn get_node_label<TC: Configuration>(
+        &self,
+        label: &AkdLabel,
+        freshness: VersionFreshness,
+        version: u64,
+    ) -> Result<NodeLabel, VrfError> {
+        Ok(Self::get_node_label_with_expanded_key::<TC>(
+            &self.0.expanded,
+            &self.0.public,
+            label,
+            freshness,
+            version,
+        ))
+    }
+
+    async fn get_label_proof<TC: Configuration>(
+        &self,
+        label: &AkdLabel,
+        freshness: VersionFreshness,
+        version: u64,
+    ) -> Result<Proof, VrfError> {
+        let alpha = TC::get_hash_from_label_input(label, freshness, version);
+        Ok(self.0.expanded.prove(&self.0.public, &alpha))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KtConfig;
+
+    /// akd's default trait methods, run on the bare secret: the reference.
+    #[derive(Clone)]
+    struct Reference([u8; VRF_SECRET_LEN]);
+
+    #[async_trait]
+    impl VRFKeyStorage for Reference {
+        async fn retrieve(&self) -> Result<Vec<u8>, VrfError> {
+            Ok(self.0.to_vec())
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_keys_give_what_akds_defaults_give() {
+        for seed in [[0x42; 32], [7; 32], [0xff; 32]] {
+            let ours = VrfSecret::from_bytes(seed);
+            let reference = Reference(seed);
+            assert_eq!(
+                ours.get_vrf_public_key().await.expect("pk").as_bytes(),
+                reference.get_vrf_public_key().await.expect("pk").as_bytes()
+            );
+            for (label, freshness, version) in [
+                ("alice", VersionFreshness::Fresh, 1),
+                ("alice", VersionFreshness::Stale, 1),
+                ("bob", VersionFreshness::Fresh, 9),
+            ] {
+                let label = AkdLabel::from(label);
+                assert_eq!(
+                    ours.get_node_label::<KtConfig>(&label, freshness, version)
+                        .await
+                        .expect("label"),
+                    reference
+                        .get_node_label::<KtConfig>(&label, freshness, version)
+                        .await
+                        .expect("label")
+                );
+                let (a, b) = (
+                    ours.get_label_proof::<KtConfig>(&label, freshness, version)
+                        .await
+                        .expect("proof"),
+                    reference
+                        .get_label_proof::<KtConfig>(&label, freshness, version)
+                        .await
+                        .expect("proof"),
+                );
+                assert_eq!(a.to_bytes(), b.to_bytes());
+            }
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -83,7 +185,7 @@ mod tests {
         let key = VrfSecret::load_or_create(&path).expect("create");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(VrfSecret::load(&path).expect("load").0, key.0);
+        assert_eq!(VrfSecret::load(&path).expect("load").0.secret, key.0.secret);
         assert!(VrfSecret::generate().create_file(&path).is_err(), "must not overwrite");
         std::fs::write(&path, b"short").expect("write");
         assert!(matches!(

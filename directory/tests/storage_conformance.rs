@@ -202,6 +202,145 @@ async fn tree_node_batch_get_skips_absent_keys() {
     );
 }
 
+/// A tree node whose label is `len` bits of `fill`.
+fn node_of_len(fill: u8, len: u32) -> DbRecord {
+    DbRecord::TreeNode(DbRecord::build_tree_node_with_previous_value(
+        NodeLabel::new([fill; 32], len).label_val,
+        len,
+        3,
+        1,
+        [0u8; 32],
+        0,
+        1,
+        None,
+        None,
+        [fill; 32],
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ))
+}
+
+/// What `batch_get` and `get` find for `fill`'s label at every length 0..=256.
+async fn lengths_found(rocks: &RocksStorage, fill: u8) -> Vec<u32> {
+    let keys: Vec<_> = (0..=256u32)
+        .map(|len| akd::tree_node::NodeKey(NodeLabel::new([fill; 32], len)))
+        .collect();
+    let mut batch: Vec<u32> = rocks
+        .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&keys)
+        .await
+        .expect("batch_get")
+        .into_iter()
+        .map(|r| match r {
+            DbRecord::TreeNode(n) => n.label.label_len,
+            other => panic!("not a node: {other:?}"),
+        })
+        .collect();
+    batch.sort_unstable();
+    let mut single = Vec::new();
+    for key in &keys {
+        if rocks
+            .get::<akd::tree_node::TreeNodeWithPreviousValue>(key)
+            .await
+            .is_ok()
+        {
+            single.push(key.0.label_len);
+        }
+    }
+    assert_eq!(batch, single, "batch_get and get disagree");
+    batch
+}
+
+/// The storage answers probes at label lengths no node has without asking RocksDB
+/// (`NodeLengths`): it must never hide a stored node, before or after a reopen, for
+/// nodes written through akd's interface or planted behind its back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_length_filter_never_hides_a_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let written = [0u32, 1, 17, 63, 64, 65, 200, 256];
+    {
+        let rocks = open(&dir);
+        assert!(lengths_found(&rocks, 5).await.is_empty());
+        let records = written.iter().map(|&len| node_of_len(5, len)).collect();
+        rocks.batch_set(records, DbSetState::General).await.expect("batch_set");
+        assert_eq!(lengths_found(&rocks, 5).await, written);
+        // Other labels at the stored lengths stay absent: the filter only skips lengths.
+        assert!(lengths_found(&rocks, 6).await.is_empty());
+    }
+    support::put_raw(
+        &path,
+        Cf::TreeNodes,
+        &kt_directory::storage::codec::node_key(&NodeLabel::new([5; 32], 99)),
+        &kt_directory::storage::codec::encode_tree_node(match &node_of_len(5, 99) {
+            DbRecord::TreeNode(n) => n,
+            _ => unreachable!(),
+        }),
+    );
+    let rocks = open(&dir);
+    let mut expected = written.to_vec();
+    expected.push(99);
+    expected.sort_unstable();
+    assert_eq!(
+        lengths_found(&rocks, 5).await,
+        expected,
+        "after a reopen, with a planted node"
+    );
+    rocks.set(node_of_len(5, 128)).await.expect("set");
+    expected.push(128);
+    expected.sort_unstable();
+    assert_eq!(
+        lengths_found(&rocks, 5).await,
+        expected,
+        "a new length after the reopen"
+    );
+}
+
+/// Reads try memory first (memtables, block cache) and go to disk for the rest: after
+/// a flush and a reopen nothing is in memory, and every read must still find it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_cold_database_fall_back_to_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lengths = [0u32, 8, 256];
+    {
+        let rocks = open(&dir);
+        let mut records: Vec<DbRecord> = lengths.iter().map(|&len| node_of_len(3, len)).collect();
+        records.extend((1..=3).map(|e| DbRecord::ValueState(state("carol", e * 10, e))));
+        // Enough other records that the files are not read whole when they are opened.
+        records.extend((0..20_000u32).map(|i| DbRecord::ValueState(state(&format!("filler-{i}"), 1, 1))));
+        rocks.batch_set(records, DbSetState::General).await.expect("batch_set");
+        rocks.flush().await.expect("flush");
+    }
+    let rocks = open(&dir);
+    let keys: Vec<ValueStateKey> = (1..=3).map(|e| ValueStateKey(b"carol".to_vec(), e * 10)).collect();
+    let states = rocks.batch_get::<ValueState>(&keys).await.expect("batch_get");
+    assert_eq!(states.len(), 3);
+    let rocks = open_again(rocks, &dir);
+    let got = rocks
+        .get_user_state(&AkdLabel::from("carol"), ValueStateRetrievalFlag::LeqEpoch(25))
+        .await
+        .expect("state");
+    assert_eq!((got.epoch, got.version), (20, 2));
+    let rocks = open_again(rocks, &dir);
+    let filler = rocks
+        .get::<ValueState>(&ValueStateKey(b"filler-777".to_vec(), 1))
+        .await
+        .expect("get");
+    assert!(matches!(filler, DbRecord::ValueState(s) if s.version == 1));
+    assert_eq!(lengths_found(&rocks, 3).await, lengths);
+}
+
+/// Closes `rocks` and opens the database again, with a cold block cache.
+fn open_again(rocks: RocksStorage, dir: &tempfile::TempDir) -> RocksStorage {
+    drop(rocks);
+    open(dir)
+}
+
 #[test]
 fn refuses_a_database_of_another_schema() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -359,6 +359,10 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
     assert!(metrics.contains("kt_directory_queue_depth 0"));
     assert!(metrics.contains(r#"kt_directory_updates_resolved_total{outcome="superseded"} 1"#));
     assert!(metrics.contains(r#"route="/v1/lookup/{label}""#));
+    assert!(
+        metrics.contains(r#"kt_directory_storage_bytes{cf="tree_nodes"}"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// A read restricted to memory that needs a file (RocksDB's `Incomplete`).
+    pub(crate) fn needs_disk(&self) -> bool {
+        matches!(self, StorageError::Rocks { source, .. } if source.kind() == rocksdb::ErrorKind::Incomplete)
+    }
+
     pub(crate) fn corrupt(cf: Cf, key: &[u8], source: DecodeError) -> Self {
         StorageError::Corrupt {
             cf,

@@ -26,7 +26,7 @@ use rocksdb::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Key of the akd `Azks` row in [`Cf::Meta`].
@@ -70,6 +70,145 @@ struct Inner {
     fenced: AtomicBool,
     /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
     commit_hook: Mutex<Option<CommitHook>>,
+    /// Label lengths at which at least one tree node is stored. A lookup's greedy
+    /// preload asks for the node at every prefix length of three labels (~250 keys,
+    /// nearly all absent), but nodes only exist near the top of the tree and at the
+    /// leaves: probes at a length no node has are answered here, not by RocksDB.
+    node_lengths: NodeLengths,
+}
+
+/// A set of tree-node label lengths (0 to 256). akd never deletes a node, so the set
+/// only grows; a length is added before the write holding it, so a reader never
+/// skips a stored node (a failed write leaves a length that costs a probe, no more).
+#[derive(Debug, Default)]
+struct NodeLengths {
+    /// Bit `len` is set when a node of that length may be stored.
+    bits: [AtomicU64; 5],
+    /// Set if a length beyond 256 was ever written (not akd's): filter nothing.
+    beyond: AtomicBool,
+}
+
+impl NodeLengths {
+    fn insert(&self, len: u32) {
+        match usize::try_from(len) {
+            Ok(l) if l <= 256 => {
+                self.bits[l / 64].fetch_or(1 << (l % 64), Ordering::SeqCst);
+            }
+            _ => self.beyond.store(true, Ordering::SeqCst),
+        }
+    }
+
+    fn may_contain(&self, len: u32) -> bool {
+        if self.beyond.load(Ordering::SeqCst) {
+            return true;
+        }
+        match usize::try_from(len) {
+            Ok(l) if l <= 256 => self.bits[l / 64].load(Ordering::SeqCst) & (1 << (l % 64)) != 0,
+            _ => false,
+        }
+    }
+
+    /// The lengths stored in `db`: one seek per length (tree-node keys start with the
+    /// label length, big-endian).
+    fn scan(db: &DB, cf: &ColumnFamily) -> Result<NodeLengths, StorageError> {
+        let lengths = NodeLengths::default();
+        let mut opts = ReadOptions::default();
+        opts.set_total_order_seek(true);
+        let mut it = db.raw_iterator_cf_opt(cf, opts);
+        let mut len = 0u32;
+        it.seek_to_first();
+        // Seek to the first key at or after each length; jump to the length found.
+        while let Some(key) = it.key() {
+            let found = key
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| {
+                    StorageError::corrupt(
+                        Cf::TreeNodes,
+                        key,
+                        codec::DecodeError::Truncated {
+                            field: "tree-node key label length",
+                            needed: 4 - key.len(),
+                        },
+                    )
+                })?;
+            lengths.insert(found);
+            let Some(next) = found.checked_add(1) else { break };
+            len = len.max(next);
+            it.seek(len.to_be_bytes());
+        }
+        it.status().map_err(|source| StorageError::Rocks {
+            cf: Cf::TreeNodes,
+            op: "scan",
+            source,
+        })?;
+        Ok(lengths)
+    }
+}
+
+/// Where a read may look. Reads of what is in memory (memtables and the block cache)
+/// cannot block, so they run where they are asked, on an async worker; only what needs
+/// a file goes to a blocking thread. A lookup makes several small reads, and the hand-off
+/// to a blocking thread (a futex wake and two context switches) cost more than reading
+/// from the block cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// Memtables and block cache only; RocksDB answers `Incomplete` for the rest.
+    Memory,
+    /// Files too: blocking threads only.
+    Disk,
+}
+
+impl Tier {
+    fn options(self) -> ReadOptions {
+        let mut opts = ReadOptions::default();
+        if self == Tier::Memory {
+            opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        }
+        opts
+    }
+}
+
+/// Largest `batch_get` tried from memory on the caller's thread (a lookup's, once
+/// [`NodeLengths`] has dropped its impossible keys); larger ones (the publisher's
+/// preloads, tens of thousands of keys) go to a blocking thread at once.
+const MEMORY_BATCH_MAX: usize = 256;
+
+/// The keys of one `batch_get`, by column family.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The `Azks` row is asked for.
+    azks: bool,
+    /// Tree-node keys.
+    nodes: Vec<Vec<u8>>,
+    /// Value-state keys.
+    states: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    /// Adds `key`, unless it is a tree node at a length no node has.
+    fn add(&mut self, key: Key, lengths: &NodeLengths) {
+        match key {
+            Key::Azks => self.azks = true,
+            Key::Node(k) if lengths.may_contain(node_key_len(&k)) => self.nodes.push(k.to_vec()),
+            Key::Node(_) => {}
+            Key::State { user, epoch } => self.states.push(codec::value_state_key(&user, epoch)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.azks) + self.nodes.len() + self.states.len()
+    }
+}
+
+/// The label length a tree-node key starts with.
+fn node_key_len(key: &[u8; codec::NODE_KEY_LEN]) -> u32 {
+    u32::from_be_bytes([key[0], key[1], key[2], key[3]])
 }
 
 impl std::fmt::Debug for Inner {
@@ -129,6 +268,11 @@ impl RocksStorage {
             path: path.clone(),
             source,
         })?;
+        let node_lengths = NodeLengths::scan(
+            &db,
+            db.cf_handle(Cf::TreeNodes.name())
+                .ok_or_else(|| StorageError::BadKey("column family tree_nodes missing".into()))?,
+        )?;
         let storage = RocksStorage {
             inner: Arc::new(Inner {
                 db,
@@ -136,6 +280,7 @@ impl RocksStorage {
                 sync_writes: config.sync_writes,
                 fenced: AtomicBool::new(false),
                 commit_hook: Mutex::new(None),
+                node_lengths,
             }),
         };
         storage.inner.check_schema()?;
@@ -152,37 +297,61 @@ impl RocksStorage {
         self.blocking(|inner| inner.get_azks()).await
     }
 
-    /// Flushes memtables and compacts every column family (benchmarks measure bytes on
-    /// disk after this).
-    pub async fn compact(&self) -> Result<(), StorageError> {
+    /// Flushes every column family's memtables to SST files (so that
+    /// [`RocksStorage::live_bytes`] counts everything written).
+    pub async fn flush(&self) -> Result<(), StorageError> {
         self.blocking(|inner| {
             for cf in Cf::ALL {
-                let handle = inner.cf(cf)?;
-                inner.db.flush_cf(handle).map_err(|source| StorageError::Rocks {
+                inner.db.flush_cf(inner.cf(cf)?).map_err(|source| StorageError::Rocks {
                     cf,
                     op: "flush",
                     source,
                 })?;
-                inner.db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
             }
             Ok(())
         })
         .await
     }
 
-    /// Live SST bytes of one column family (RocksDB's `rocksdb.live-sst-files-size`).
-    pub fn live_sst_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
+    /// Flushes memtables and compacts every column family (benchmarks measure bytes on
+    /// disk after this).
+    pub async fn compact(&self) -> Result<(), StorageError> {
+        self.flush().await?;
+        self.blocking(|inner| {
+            for cf in Cf::ALL {
+                inner.db.compact_range_cf(inner.cf(cf)?, None::<&[u8]>, None::<&[u8]>);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bytes on disk of one column family's live data: its SST files plus its blob
+    /// files (audit blobs live in blob files, outside the SSTs). Memtables not yet
+    /// flushed are not counted.
+    pub fn live_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
         let handle = self.inner.cf(cf)?;
-        let v = self
-            .inner
-            .db
-            .property_int_value_cf(handle, "rocksdb.live-sst-files-size")
-            .map_err(|source| StorageError::Rocks {
-                cf,
-                op: "property",
-                source,
-            })?;
-        Ok(v.unwrap_or(0))
+        let mut total = 0;
+        for property in ["rocksdb.live-sst-files-size", "rocksdb.live-blob-file-size"] {
+            let v = self
+                .inner
+                .db
+                .property_int_value_cf(handle, property)
+                .map_err(|source| StorageError::Rocks {
+                    cf,
+                    op: "property",
+                    source,
+                })?;
+            total += v.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// [`RocksStorage::live_bytes`] of every column family, off the async workers.
+    pub async fn live_bytes_all(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
+        let storage = self.clone();
+        self.blocking(move |_| Cf::ALL.iter().map(|&cf| Ok((cf, storage.live_bytes(cf)?))).collect())
+            .await
     }
 
     /// Stages `hook` for akd's next transaction commit (replacing any staged one).
@@ -276,7 +445,7 @@ impl RocksStorage {
     pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
         self.blocking(move |inner| {
             Ok(inner
-                .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch))?
+                .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch), Tier::Disk)?
                 .map(|s| (s.version, s.epoch, s.value.0)))
         })
         .await
@@ -380,7 +549,14 @@ impl Inner {
     fn add_writes(&self, batch: &mut WriteBatch, writes: Vec<Write>) -> Result<(), StorageError> {
         for w in writes {
             match w {
-                Write::Put(cf, k, v) => batch.put_cf(self.cf(cf)?, k, v),
+                Write::Put(cf, k, v) => {
+                    if cf == Cf::TreeNodes {
+                        // Raw writes of nodes (repairs, tests) count too.
+                        let len = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+                        self.node_lengths.insert(len.map_or(u32::MAX, u32::from_be_bytes));
+                    }
+                    batch.put_cf(self.cf(cf)?, k, v)
+                }
                 Write::Delete(cf, k) => batch.delete_cf(self.cf(cf)?, k),
             }
         }
@@ -398,6 +574,7 @@ impl Inner {
             match record {
                 DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
                 DbRecord::TreeNode(node) => {
+                    self.node_lengths.insert(node.label.label_len);
                     batch.put_cf(nodes, codec::node_key(&node.label), codec::encode_tree_node(node))
                 }
                 DbRecord::ValueState(state) => batch.put_cf(
@@ -411,46 +588,82 @@ impl Inner {
     }
 
     fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
+        self.get_raw_in(cf, key, Tier::Disk)
+    }
+
+    fn get_raw_in(&self, cf: Cf, key: &[u8], tier: Tier) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
         self.db
-            .get_pinned_cf(self.cf(cf)?, key)
+            .get_pinned_cf_opt(self.cf(cf)?, key, &tier.options())
             .map_err(|source| StorageError::Rocks { cf, op: "get", source })
     }
 
     fn get_azks(&self) -> Result<Option<Azks>, StorageError> {
-        self.get_raw(Cf::Meta, AZKS_KEY)?
+        self.get_azks_in(Tier::Disk)
+    }
+
+    fn get_azks_in(&self, tier: Tier) -> Result<Option<Azks>, StorageError> {
+        self.get_raw_in(Cf::Meta, AZKS_KEY, tier)?
             .map(|v| codec::decode_azks(&v).map_err(|e| StorageError::corrupt(Cf::Meta, AZKS_KEY, e)))
             .transpose()
     }
 
-    fn get(&self, key: &Key) -> Result<Option<DbRecord>, StorageError> {
+    /// One record; with [`Tier::Memory`], [`StorageError::needs_disk`] if it is not in
+    /// memory.
+    fn get(&self, key: &Key, tier: Tier) -> Result<Option<DbRecord>, StorageError> {
         Ok(match key {
-            Key::Azks => self.get_azks()?.map(DbRecord::Azks),
+            Key::Azks => self.get_azks_in(tier)?.map(DbRecord::Azks),
+            Key::Node(k) if !self.node_lengths.may_contain(node_key_len(k)) => None,
             Key::Node(k) => self
-                .get_raw(Cf::TreeNodes, k)?
+                .get_raw_in(Cf::TreeNodes, k, tier)?
                 .map(|v| decode_node(k, &v))
                 .transpose()?,
             Key::State { user, epoch } => {
                 let k = codec::value_state_key(user, *epoch);
-                self.get_raw(Cf::ValueStates, &k)?
+                self.get_raw_in(Cf::ValueStates, &k, tier)?
                     .map(|v| decode_state(&k, &v))
                     .transpose()?
             }
         })
     }
 
-    /// Batched point reads of one kind of record; absent keys are skipped.
-    fn multi_get(&self, cf: Cf, mut keys: Vec<Vec<u8>>) -> Result<Vec<DbRecord>, StorageError> {
+    /// Batched point reads of one kind of record; absent keys are skipped. With
+    /// [`Tier::Memory`], the keys whose blocks are not in memory come back unread.
+    fn multi_get(
+        &self,
+        cf: Cf,
+        mut keys: Vec<Vec<u8>>,
+        tier: Tier,
+    ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
         keys.sort_unstable();
         let handle = self.cf(cf)?;
         let mut out = Vec::with_capacity(keys.len());
-        for (key, got) in keys.iter().zip(self.db.batched_multi_get_cf(handle, &keys, true)) {
-            let Some(value) = got.map_err(|source| StorageError::Rocks {
-                cf,
-                op: "multi_get",
-                source,
-            })?
-            else {
-                continue;
+        let mut unread = Vec::new();
+        let opts = tier.options();
+        // RocksDB's MultiGet reads data blocks from files even with the block-cache
+        // read tier (measured with rocksdb 0.25 / RocksDB 11.8; a plain get honours it),
+        // so memory-only batches are a loop of gets.
+        let got: Vec<_> = match tier {
+            Tier::Memory => keys
+                .iter()
+                .map(|k| self.db.get_pinned_cf_opt(handle, k, &opts))
+                .collect(),
+            Tier::Disk => self.db.batched_multi_get_cf_opt(handle, &keys, true, &opts),
+        };
+        for (key, got) in keys.iter().zip(got) {
+            let value = match got {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(e) if tier == Tier::Memory && e.kind() == rocksdb::ErrorKind::Incomplete => {
+                    unread.push(key.clone());
+                    continue;
+                }
+                Err(source) => {
+                    return Err(StorageError::Rocks {
+                        cf,
+                        op: "multi_get",
+                        source,
+                    });
+                }
             };
             out.push(match cf {
                 Cf::TreeNodes => decode_node(key, &value)?,
@@ -461,33 +674,40 @@ impl Inner {
                 other => return Err(StorageError::BadKey(format!("akd records are not kept in {other}"))),
             });
         }
-        Ok(out)
+        Ok((out, unread))
     }
 
-    fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<DbRecord>, StorageError> {
-        let (mut nodes, mut states, mut azks) = (Vec::new(), Vec::new(), false);
-        for key in keys {
-            match key {
-                Key::Azks => azks = true,
-                Key::Node(k) => nodes.push(k.to_vec()),
-                Key::State { user, epoch } => states.push(codec::value_state_key(&user, epoch)),
+    /// The records of `keys` that exist. With [`Tier::Memory`], also the keys that
+    /// must be read from disk (`Batch::is_empty` with [`Tier::Disk`]).
+    fn batch_get(&self, keys: Batch, tier: Tier) -> Result<(Vec<DbRecord>, Batch), StorageError> {
+        let mut out = Vec::new();
+        let mut unread = Batch::default();
+        if keys.azks {
+            match self.get_azks_in(tier) {
+                Ok(a) => out.extend(a.map(DbRecord::Azks)),
+                Err(e) if e.needs_disk() => unread.azks = true,
+                Err(e) => return Err(e),
             }
         }
-        let mut out = Vec::new();
-        if azks && let Some(a) = self.get_azks()? {
-            out.push(DbRecord::Azks(a));
+        if !keys.nodes.is_empty() {
+            let (found, rest) = self.multi_get(Cf::TreeNodes, keys.nodes, tier)?;
+            out.extend(found);
+            unread.nodes = rest;
         }
-        if !nodes.is_empty() {
-            out.extend(self.multi_get(Cf::TreeNodes, nodes)?);
+        if !keys.states.is_empty() {
+            let (found, rest) = self.multi_get(Cf::ValueStates, keys.states, tier)?;
+            out.extend(found);
+            unread.states = rest;
         }
-        if !states.is_empty() {
-            out.extend(self.multi_get(Cf::ValueStates, states)?);
-        }
-        Ok(out)
+        Ok((out, unread))
     }
 
     fn states_iter(&self) -> Result<DBRawIterator<'_>, StorageError> {
-        let mut opts = ReadOptions::default();
+        self.states_iter_in(Tier::Disk)
+    }
+
+    fn states_iter_in(&self, tier: Tier) -> Result<DBRawIterator<'_>, StorageError> {
+        let mut opts = tier.options();
         // Per-user seeks cross user boundaries; keep the iterator in total order.
         opts.set_total_order_seek(true);
         Ok(self.db.raw_iterator_cf_opt(self.cf(Cf::ValueStates)?, opts))
@@ -554,8 +774,13 @@ impl Inner {
         Ok(found)
     }
 
-    fn user_state(&self, user: &[u8], flag: ValueStateRetrievalFlag) -> Result<Option<ValueState>, StorageError> {
-        let mut it = self.states_iter()?;
+    fn user_state(
+        &self,
+        user: &[u8],
+        flag: ValueStateRetrievalFlag,
+        tier: Tier,
+    ) -> Result<Option<ValueState>, StorageError> {
+        let mut it = self.states_iter_in(tier)?;
         Self::find_state(&mut it, user, flag)?
             .map(|(k, v)| decode_state_value(&k, &v))
             .transpose()
@@ -647,15 +872,30 @@ impl Database for RocksStorage {
 
     async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
         let key = Key::of::<St>(id)?;
-        self.blocking(move |inner| inner.get(&key))
-            .await?
-            .ok_or_else(|| not_found((St::data_type(), id)))
+        let found = match self.inner.get(&key, Tier::Memory) {
+            Err(e) if e.needs_disk() => self.blocking(move |inner| inner.get(&key, Tier::Disk)).await?,
+            done => done?,
+        };
+        found.ok_or_else(|| not_found((St::data_type(), id)))
     }
 
-    /// Batched reads; missing keys are skipped, as akd's preloads expect.
+    /// Batched reads; missing keys are skipped, as akd's preloads expect. What is in
+    /// memory is read here, the rest in one trip to a blocking thread.
     async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
-        let keys = ids.iter().map(Key::of::<St>).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.blocking(move |inner| inner.batch_get(keys)).await?)
+        let mut keys = Batch::default();
+        for id in ids {
+            keys.add(Key::of::<St>(id)?, &self.inner.node_lengths);
+        }
+        if keys.len() > MEMORY_BATCH_MAX {
+            // The publisher's preloads: one batched read on a blocking thread.
+            return Ok(self.blocking(move |inner| inner.batch_get(keys, Tier::Disk)).await?.0);
+        }
+        let (mut found, unread) = self.inner.batch_get(keys, Tier::Memory)?;
+        if !unread.is_empty() {
+            let (rest, _) = self.blocking(move |inner| inner.batch_get(unread, Tier::Disk)).await?;
+            found.extend(rest);
+        }
+        Ok(found)
     }
 
     async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
@@ -672,10 +912,15 @@ impl Database for RocksStorage {
         username: &AkdLabel,
         flag: ValueStateRetrievalFlag,
     ) -> Result<ValueState, AkdStorageError> {
-        let user = username.0.clone();
-        self.blocking(move |inner| inner.user_state(&user, flag))
-            .await?
-            .ok_or_else(|| not_found((username, flag)))
+        let found = match self.inner.user_state(&username.0, flag, Tier::Memory) {
+            Err(e) if e.needs_disk() => {
+                let user = username.0.clone();
+                self.blocking(move |inner| inner.user_state(&user, flag, Tier::Disk))
+                    .await?
+            }
+            done => done?,
+        };
+        found.ok_or_else(|| not_found((username, flag)))
     }
 
     async fn get_user_state_versions(

@@ -1,0 +1,321 @@
+//! The directory under test: a `kt-directory serve` child process on loopback, driven
+//! through its operator API, with its metrics and its memory read from outside.
+
+use anyhow::{Context, anyhow, bail};
+use kt_client::http::DirectoryClient;
+use kt_client::verify::PinnedKeys;
+use kt_client::wire::{EpochResponse, UpdateItem, UpdatesRequest};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Most updates per `POST /v1/updates` (the served config allows it).
+pub const UPDATES_PER_REQUEST: usize = 10_000;
+
+/// A running `kt-directory serve`.
+#[derive(Debug)]
+pub struct Directory {
+    /// The process; stopped with SIGTERM by [`Directory::stop`], killed on drop.
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Operator token (updates and forced epochs).
+    token: String,
+    /// Operator requests (no timeout: a forced epoch lasts as long as the publish).
+    http: reqwest::Client,
+    /// Read API client, as a user's `kt` would use it.
+    pub reader: DirectoryClient,
+    /// Keys the sampled lookup answers are verified with.
+    pub keys: PinnedKeys,
+}
+
+/// The metrics `kt-load` reads off `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// `kt_directory_publish_seconds_sum`.
+    pub publish_seconds: f64,
+    /// `kt_directory_audit_blob_seconds_sum`.
+    pub audit_blob_seconds: f64,
+    /// `kt_directory_audit_blob_bytes`.
+    pub audit_blob_bytes: u64,
+    /// `kt_directory_updates_resolved_total{outcome="published"}`.
+    pub published: u64,
+    /// `kt_directory_storage_bytes{cf}`.
+    pub storage: HashMap<String, u64>,
+}
+
+/// Resolves the `kt-directory` binary: the flag, else next to `kt-load`.
+pub fn binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    let me = std::env::current_exe().context("locating kt-load")?;
+    let sibling = me.with_file_name("kt-directory");
+    if !sibling.exists() {
+        bail!(
+            "{} not found: build it (`cargo build --release -p kt-directory`) or pass --directory-bin",
+            sibling.display()
+        );
+    }
+    Ok(sibling)
+}
+
+/// Runs `kt-directory init` unless `data_dir` already holds a directory.
+pub fn init(bin: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    if kt_directory::datadir::DataDir::new(data_dir).manifest().exists() {
+        return Ok(());
+    }
+    let out = Command::new(bin)
+        .args(["init", "--namespace", "kt-load", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .with_context(|| format!("running {} init", bin.display()))?;
+    if !out.status.success() {
+        bail!("kt-directory init failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl Directory {
+    /// Starts `serve` on `127.0.0.1:0` with scheduled epochs effectively off (the
+    /// harness forces each one), `max_per_epoch` updates per epoch, and its log in
+    /// `log`.
+    pub async fn start(
+        bin: &Path,
+        data_dir: &Path,
+        out: &Path,
+        max_per_epoch: u64,
+        block_cache_mib: usize,
+    ) -> anyhow::Result<Directory> {
+        let config = out.join("serve.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "max_updates_per_request = {UPDATES_PER_REQUEST}\nmax_body_bytes = {}\n",
+                16 << 20
+            ),
+        )?;
+        let log = std::fs::File::create(out.join("directory.log"))?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--epoch-interval", "86400"])
+            .arg("--max-updates-per-epoch")
+            .arg(max_per_epoch.to_string())
+            .arg("--block-cache-mib")
+            .arg(block_cache_mib.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            // akd logs every lookup at info: that would measure the logger.
+            .env("RUST_LOG", "info,akd=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {} serve", bin.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the `listening on` line, then keeps draining so the pipe never fills.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        // Opening a large database (and rebuilding a missing audit blob) takes a while.
+        let url = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "kt-directory serve did not start; see {}",
+                    out.join("directory.log").display()
+                );
+            }
+        };
+        let token_file = kt_directory::datadir::DataDir::new(data_dir).token();
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .trim()
+            .to_owned();
+        let reader = DirectoryClient::new(&url, Duration::from_secs(30))?;
+        // The harness is the operator: it takes the keys from its own server.
+        let info = reader.info().await?;
+        let key: [u8; 32] = hex::decode(&info.signing_key)?
+            .try_into()
+            .map_err(|_| anyhow!("signing key is not 32 bytes"))?;
+        let keys = PinnedKeys {
+            directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key)?,
+            vrf_public_key: hex::decode(&info.vrf_public_key)?,
+        };
+        Ok(Directory {
+            child,
+            url,
+            token,
+            http: reqwest::Client::new(),
+            reader,
+            keys,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Queues `updates` (label, value) with `POST /v1/updates`, [`UPDATES_PER_REQUEST`]
+    /// per request, two requests in flight.
+    pub async fn post_updates(&self, updates: Vec<UpdateItem>) -> anyhow::Result<()> {
+        let mut chunks = updates
+            .chunks(UPDATES_PER_REQUEST)
+            .map(|c| UpdatesRequest { updates: c.to_vec() });
+        let mut inflight = tokio::task::JoinSet::new();
+        loop {
+            while inflight.len() < 2 {
+                let Some(body) = chunks.next() else { break };
+                let request = self
+                    .http
+                    .post(format!("{}/v1/updates", self.url))
+                    .bearer_auth(&self.token)
+                    .json(&body);
+                inflight.spawn(async move {
+                    let response = request.send().await?;
+                    let status = response.status();
+                    if status != reqwest::StatusCode::ACCEPTED {
+                        bail!(
+                            "POST /v1/updates: HTTP {status}: {}",
+                            response.text().await.unwrap_or_default()
+                        );
+                    }
+                    Ok(())
+                });
+            }
+            match inflight.join_next().await {
+                Some(done) => done??,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Forces an epoch (`POST /v1/epochs`) and returns what it did.
+    pub async fn publish(&self) -> anyhow::Result<EpochResponse> {
+        let response = self
+            .http
+            .post(format!("{}/v1/epochs", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "POST /v1/epochs: HTTP {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Reads the figures `kt-load` needs off `/metrics`.
+    pub async fn scrape(&self) -> anyhow::Result<Scrape> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(parse_metrics(&text))
+    }
+
+    /// The server's peak resident memory since start or since the last
+    /// [`Directory::reset_peak_rss`], bytes (`VmHWM`).
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        proc_status_kib(&format!("/proc/{}/status", self.pid()), "VmHWM:").map(|k| k * 1024)
+    }
+
+    /// Resets the peak to the current resident size (Linux `clear_refs` 5).
+    pub fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").context("resetting the peak RSS")
+    }
+
+    /// SIGTERM, then waits for a clean exit (killed after a minute).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("kt-directory exited with {status}");
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("kt-directory did not stop within a minute of SIGTERM")
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `/proc/.../status` field in KiB.
+pub fn proc_status_kib(path: &str, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("{field} not in {path}"))
+}
+
+/// Picks the figures out of the Prometheus text exposition.
+fn parse_metrics(text: &str) -> Scrape {
+    let mut s = Scrape::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        match name {
+            "kt_directory_publish_seconds_sum" => s.publish_seconds = value,
+            "kt_directory_audit_blob_seconds_sum" => s.audit_blob_seconds = value,
+            "kt_directory_audit_blob_bytes" => s.audit_blob_bytes = value as u64,
+            "kt_directory_updates_resolved_total{outcome=\"published\"}" => s.published = value as u64,
+            _ => {
+                if let Some(cf) = name
+                    .strip_prefix("kt_directory_storage_bytes{cf=\"")
+                    .and_then(|r| r.strip_suffix("\"}"))
+                {
+                    s.storage.insert(cf.to_owned(), value as u64);
+                }
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_picked_out() {
+        let s = parse_metrics(
+            "# HELP x\nkt_directory_publish_seconds_sum 12.5\nkt_directory_audit_blob_bytes 1e3\n\
+             kt_directory_storage_bytes{cf=\"tree_nodes\"} 4096\nkt_directory_publish_seconds_count 2\n\
+             kt_directory_updates_resolved_total{outcome=\"published\"} 7\n",
+        );
+        assert_eq!(s.publish_seconds, 12.5);
+        assert_eq!(s.audit_blob_bytes, 1000);
+        assert_eq!(s.storage.get("tree_nodes"), Some(&4096));
+        assert_eq!(s.published, 7);
+    }
+}

@@ -1,0 +1,374 @@
+//! `kt-load run`: build (or resume) the directory, measure idle lookups, then publish
+//! and measure epochs of rotations with lookups running against them.
+
+use crate::RunArgs;
+use crate::directory::{self, Directory};
+use crate::readers::{self, Bounds, ReadStats};
+use crate::report::{Build, Disk, EpochReport, Machine, RunReport};
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use kt_client::wire::UpdateItem;
+use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far a data directory has been built, kept next to it (`kt-load.json`) so an
+/// interrupted build resumes. Written after each epoch; an epoch published just before
+/// a crash is replayed with the same values, which akd skips as unchanged.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Progress {
+    /// Entries `load-0 .. load-{entries}` are in the directory.
+    entries: u64,
+    /// Rotations published by measured epochs so far.
+    rotations: u64,
+}
+
+impl Progress {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("kt-load.json")
+    }
+
+    fn load(data_dir: &Path) -> anyhow::Result<Progress> {
+        match std::fs::read(Self::path(data_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("parsing kt-load.json"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Progress::default()),
+            Err(e) => Err(e).context("reading kt-load.json"),
+        }
+    }
+
+    fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let tmp = data_dir.join("kt-load.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, Self::path(data_dir))?;
+        Ok(())
+    }
+}
+
+/// The value of a loaded entry's first version (deterministic, so a replay is a no-op).
+fn first_value(i: u64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(blake3::hash(kt_benches::load_label_str(i).as_bytes()).as_bytes())
+}
+
+/// Entry point of `kt-load run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.entries == 0 || args.updates == 0 || args.load_batch == 0 {
+        bail!("--entries, --updates and --load-batch must be at least 1");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let bin = directory::binary(args.directory_bin.as_deref())?;
+    directory::init(&bin, &args.data_dir)?;
+    let baseline = if args.baseline_entries > 0 {
+        let b = crate::baseline::measure(args.baseline_entries, args.read_secs).await?;
+        tracing::info!(
+            entries = b.entries,
+            per_sec = format!("{:.0}", b.per_sec),
+            "akd in-memory lookup rate"
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let dir = Directory::start(
+        &bin,
+        &args.data_dir,
+        &args.out,
+        args.load_batch.max(args.updates),
+        args.block_cache_mib,
+    )
+    .await?;
+    tracing::info!(url = %dir.url, log = %args.out.join("directory.log").display(), "directory started");
+    let mut progress = Progress::load(&args.data_dir)?;
+    let build = build(&dir, &args, &mut progress).await?;
+    let population = progress.entries;
+
+    let bounds = Bounds {
+        max_time: Duration::from_secs(args.read_secs),
+        max_requests: args.max_reads,
+        verify_every: args.verify_every,
+        rate: None,
+    };
+    let idle_reads = readers::run(&dir, args.readers, population, bounds, Arc::default(), started_unix).await;
+    tracing::info!(
+        per_sec = format!("{:.0}", idle_reads.per_sec),
+        p99_ms = format!("{:.1}", idle_reads.p99_ms),
+        errors = idle_reads.errors,
+        "idle lookups"
+    );
+    check_reads(&idle_reads)?;
+
+    let bar = ProgressBar::new(args.epochs).with_style(ProgressStyle::with_template(
+        "epochs {bar:20} {pos}/{len} {msg} [{elapsed}]",
+    )?);
+    bar.enable_steady_tick(Duration::from_secs(1));
+    let mut epochs = Vec::new();
+    for _ in 0..args.epochs {
+        let report = epoch(&dir, &args, &mut progress, &bar).await?;
+        tracing::info!(
+            epoch = report.epoch,
+            publish_s = format!("{:.1}", report.publish_secs),
+            audit_blob_s = format!("{:.1}", report.audit_blob_secs),
+            auditor_s = format!("{:.1}", report.auditor_verify_secs),
+            lookups_per_s = format!("{:.0}", report.reads.per_sec),
+            p99_ms = format!("{:.1}", report.reads.p99_ms),
+            "epoch measured"
+        );
+        check_reads(&report.reads)?;
+        epochs.push(report);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    dir.stop()?;
+    let db_path = kt_directory::DataDir::new(&args.data_dir).db();
+    let versions = population + progress.rotations;
+    let (disk, disk_compacted) = measure_disk(&db_path, population, versions, args.compact).await?;
+    let db_dir_bytes = dir_bytes(&db_path)?;
+    let report = RunReport {
+        started_unix,
+        machine: Machine::detect(),
+        git: git_describe(),
+        entries: population,
+        updates_per_epoch: args.updates,
+        publish_read_rate: (args.publish_read_rate > 0.0).then_some(args.publish_read_rate),
+        build,
+        baseline,
+        idle_reads,
+        epochs,
+        db_dir_bytes,
+        disk,
+        disk_compacted,
+    };
+    let stem = args.out.join(format!("run-{}-{started_unix}", population));
+    std::fs::write(stem.with_extension("json"), serde_json::to_vec_pretty(&report)?)?;
+    let md = report.markdown();
+    std::fs::write(stem.with_extension("md"), &md)?;
+    println!("{md}");
+    println!("report: {}", stem.with_extension("json").display());
+    Ok(())
+}
+
+/// A proof that does not verify ends the run: the figures would be of a broken
+/// directory. Failed requests are counted and reported (and logged here).
+fn check_reads(reads: &ReadStats) -> anyhow::Result<()> {
+    if reads.bad_proofs > 0 {
+        bail!(
+            "{} of {} verified lookups did not verify; first: {}",
+            reads.bad_proofs,
+            reads.verified,
+            reads.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    if reads.errors > 0 {
+        tracing::warn!(
+            errors = reads.errors,
+            requests = reads.requests,
+            first = reads.first_error.as_deref().unwrap_or("?"),
+            "lookups failed"
+        );
+    }
+    Ok(())
+}
+
+/// Adds entries until `args.entries` are in, `args.load_batch` per epoch.
+async fn build(dir: &Directory, args: &RunArgs, progress: &mut Progress) -> anyhow::Result<Build> {
+    let mut b = Build::default();
+    if progress.entries >= args.entries {
+        return Ok(b);
+    }
+    let bar = ProgressBar::new(args.entries).with_style(ProgressStyle::with_template(
+        "build {bar:30} {pos}/{len} entries {per_sec} eta {eta} {msg}",
+    )?);
+    bar.set_position(progress.entries);
+    bar.enable_steady_tick(Duration::from_secs(1));
+    let started = Instant::now();
+    while progress.entries < args.entries {
+        let start = progress.entries;
+        let len = args.load_batch.min(args.entries - start);
+        let updates = (start..start + len)
+            .map(|i| UpdateItem {
+                label: kt_benches::load_label_str(i),
+                value: first_value(i),
+            })
+            .collect();
+        bar.set_message("queueing");
+        dir.post_updates(updates).await?;
+        bar.set_message("publishing");
+        let t = Instant::now();
+        let epoch = dir.publish().await?;
+        progress.entries = start + len;
+        progress.save(&args.data_dir)?;
+        b.added += len;
+        b.epochs += 1;
+        bar.set_position(progress.entries);
+        tracing::info!(
+            epoch = epoch.epoch,
+            entries = progress.entries,
+            secs = format!("{:.1}", t.elapsed().as_secs_f64()),
+            "build epoch"
+        );
+    }
+    b.secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(b)
+}
+
+/// One measured epoch: queue the rotations, publish them with lookups running, then let
+/// the auditor's check run on the blob.
+async fn epoch(
+    dir: &Directory,
+    args: &RunArgs,
+    progress: &mut Progress,
+    bar: &ProgressBar,
+) -> anyhow::Result<EpochReport> {
+    let population = progress.entries;
+    let count = args.updates.min(population);
+    let seed = progress.rotations ^ 0x6b74_6c6f_6164;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let picked = rand::seq::index::sample(&mut rng, usize::try_from(population)?, usize::try_from(count)?);
+    let updates: Vec<UpdateItem> = picked
+        .into_iter()
+        .map(|i| {
+            let mut key = [0u8; 32];
+            rng.fill_bytes(&mut key);
+            UpdateItem {
+                label: kt_benches::load_label_str(i as u64),
+                value: base64::engine::general_purpose::STANDARD.encode(key),
+            }
+        })
+        .collect();
+    bar.set_message("queueing");
+    let t = Instant::now();
+    dir.post_updates(updates).await?;
+    let intake_secs = t.elapsed().as_secs_f64();
+
+    let before = dir.scrape().await?;
+    if let Err(e) = dir.reset_peak_rss() {
+        tracing::warn!(error = %e, "the publisher's peak RSS is measured since start");
+    }
+    bar.set_message("publishing, with lookups");
+    let stop = Arc::new(AtomicBool::new(false));
+    let bounds = Bounds {
+        max_time: Duration::from_secs(args.max_read_secs),
+        max_requests: args.max_reads,
+        verify_every: args.verify_every,
+        rate: (args.publish_read_rate > 0.0).then_some(args.publish_read_rate),
+    };
+    let reads = readers::run(dir, args.readers, population, bounds, Arc::clone(&stop), seed);
+    let publish = async {
+        let t = Instant::now();
+        let result = dir.publish().await;
+        stop.store(true, Ordering::Relaxed);
+        result.map(|r| (r, t.elapsed().as_secs_f64()))
+    };
+    let (reads, published) = tokio::join!(reads, publish);
+    let (response, epoch_wall_secs) = published?;
+    if !response.published {
+        bail!("the epoch published nothing (all {count} rotations unchanged?)");
+    }
+    let after = dir.scrape().await?;
+    let publisher_peak_rss_bytes = dir.peak_rss()?;
+    let publish_secs = after.publish_seconds - before.publish_seconds;
+    let audit_blob_secs = after.audit_blob_seconds - before.audit_blob_seconds;
+    progress.rotations += response.taken;
+    progress.save(&args.data_dir)?;
+
+    bar.set_message("auditor verifying");
+    let head = &response.head.head;
+    let name = format!(
+        "{}/{}/{}",
+        head.epoch,
+        hex::encode(head.previous_root),
+        hex::encode(head.root)
+    );
+    let blob = dir.reader.audit_blob(&name, 8 << 30).await?;
+    // What the auditor's check reads, apart from the reports (`summary` takes every
+    // JSON file of `out`).
+    let scratch = args.out.join("auditor-input");
+    std::fs::create_dir_all(&scratch)?;
+    let blob_path = scratch.join("blob.bin");
+    let head_path = scratch.join("head.json");
+    std::fs::write(&blob_path, &blob)?;
+    std::fs::write(&head_path, serde_json::to_vec(&response.head)?)?;
+    drop(blob);
+    let verified = crate::verify_blob::in_child(&blob_path, &head_path)?;
+    std::fs::remove_file(&blob_path)?;
+
+    let versions = population + progress.rotations;
+    Ok(EpochReport {
+        epoch: head.epoch,
+        updates: count,
+        published: after.published - before.published,
+        proof_leaves: verified.updates,
+        intake_secs,
+        publish_secs,
+        audit_blob_secs,
+        epoch_wall_secs,
+        updates_per_sec: count as f64 / (publish_secs + audit_blob_secs).max(1e-9),
+        audit_blob_bytes: after.audit_blob_bytes,
+        auditor_verify_secs: verified.secs,
+        auditor_peak_rss_bytes: verified.peak_rss_bytes,
+        publisher_peak_rss_bytes,
+        disk: Disk::new(after.storage.into_iter().collect(), population, versions),
+        versions,
+        reads,
+    })
+}
+
+/// Opens the stopped directory's database, flushes it and reads the live bytes of each
+/// column family; with `compact`, again after a full compaction.
+async fn measure_disk(db: &Path, entries: u64, versions: u64, compact: bool) -> anyhow::Result<(Disk, Option<Disk>)> {
+    let storage = RocksStorage::open(db, &StorageConfig::default())?;
+    storage.flush().await?;
+    let read = |all: Vec<(Cf, u64)>| {
+        Disk::new(
+            all.into_iter().map(|(cf, b)| (cf.name().to_owned(), b)).collect(),
+            entries,
+            versions,
+        )
+    };
+    let flushed = read(storage.live_bytes_all().await?);
+    let compacted = if compact {
+        tracing::info!("compacting the database");
+        storage.compact().await?;
+        Some(read(storage.live_bytes_all().await?))
+    } else {
+        None
+    };
+    Ok((flushed, compacted))
+}
+
+/// Bytes of every file under `path`.
+fn dir_bytes(path: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// `git describe --always --dirty` of the current directory, if it is a checkout.
+fn git_describe() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

@@ -1,0 +1,129 @@
+//! `kt-load`: the load harness. It builds a directory of N entries on disk through a
+//! real `kt-directory serve` on loopback (resumable), then publishes epochs of B key
+//! rotations while concurrent HTTP lookups run, and reports per epoch what publishing,
+//! the audit blob, the auditor's verification, the disk and the lookups cost.
+//!
+//! `scripts/load.sh --entries 1000000` builds what it needs and runs it; see
+//! `docs/performance.md` for the figures and how to read them.
+
+mod baseline;
+mod chart;
+mod directory;
+mod epochs;
+mod readers;
+mod report;
+mod verify_blob;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "kt-load", version, about = "Load harness of the key-transparency directory")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build (or resume) a directory of N entries, then publish and measure epochs.
+    Run(RunArgs),
+    /// Markdown table of several runs' JSON reports, and the cost-per-epoch chart.
+    Summary(SummaryArgs),
+    /// Verify one audit blob as the auditor does and print time and peak memory as JSON
+    /// (run by `run` in a child process, so the peak is the auditor's alone).
+    #[command(hide = true)]
+    VerifyBlob(verify_blob::VerifyBlobArgs),
+}
+
+/// `kt-load run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Data directory of the directory under test (created with `kt-directory init` if
+    /// missing; a resumed build continues where it stopped).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Entries (distinct labels) to build before the measured epochs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entries: u64,
+    /// Key rotations (updates to existing labels) per measured epoch.
+    #[arg(long, default_value_t = 200_000)]
+    pub updates: u64,
+    /// Measured epochs.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u64,
+    /// New entries per epoch while building.
+    #[arg(long, default_value_t = 500_000)]
+    pub load_batch: u64,
+    /// Concurrent HTTP lookup clients.
+    #[arg(long, default_value_t = 8)]
+    pub readers: usize,
+    /// Seconds of lookups on an idle directory (also the in-memory baseline's length).
+    #[arg(long, default_value_t = 20)]
+    pub read_secs: u64,
+    /// Upper bound on the lookups run while an epoch publishes, in seconds (they stop
+    /// when the epoch is done).
+    #[arg(long, default_value_t = 600)]
+    pub max_read_secs: u64,
+    /// Lookups per second offered while an epoch publishes (0: as many as the server
+    /// answers, which takes CPU from the publisher on a small machine).
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_read_rate: f64,
+    /// Upper bound on the lookups of one read phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub max_reads: u64,
+    /// Verify one lookup answer in this many (head signature and akd proof).
+    #[arg(long, default_value_t = 50)]
+    pub verify_every: u64,
+    /// Entries of the akd in-memory directory the lookup rate is compared with
+    /// (0: skip). akd in memory needs ~5 KB per entry.
+    #[arg(long, default_value_t = 200_000)]
+    pub baseline_entries: u64,
+    /// RocksDB block cache of the directory, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub block_cache_mib: usize,
+    /// After the run, also compact the database fully and report its size again
+    /// (minutes at 10M entries).
+    #[arg(long)]
+    pub compact: bool,
+    /// Where the JSON report, its Markdown summary and the server's log go.
+    #[arg(long, default_value = "load-results")]
+    pub out: PathBuf,
+    /// The `kt-directory` binary [default: next to this one].
+    #[arg(long)]
+    pub directory_bin: Option<PathBuf>,
+}
+
+/// `kt-load summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// JSON reports written by `kt-load run`.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Write the cost-per-epoch chart (SVG) here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,akd=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => epochs::run(args),
+        Command::Summary(args) => report::summary(&args),
+        Command::VerifyBlob(args) => verify_blob::main(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kt-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
