@@ -23,7 +23,7 @@ fn run(data: &Path, out: &Path, epochs: u64) -> Value {
             "--max-reads",
             "400",
         ])
-        .args(["--baseline-entries", "500", "--verify-every", "5"])
+        .args(["--baseline-entries", "500", "--verify-every", "5", "--warmup-secs", "1"])
         .arg("--epochs")
         .arg(epochs.to_string())
         .arg("--directory-bin")

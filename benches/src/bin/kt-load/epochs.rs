@@ -98,6 +98,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         verify_every: args.verify_every,
         rate: None,
     };
+    if args.warmup_secs > 0 {
+        let warmup = Bounds {
+            max_time: Duration::from_secs(args.warmup_secs),
+            ..bounds.clone()
+        };
+        readers::run(&dir, args.readers, population, warmup, Arc::default(), !started_unix).await;
+    }
     let idle_reads = readers::run(&dir, args.readers, population, bounds, Arc::default(), started_unix).await;
     tracing::info!(
         per_sec = format!("{:.0}", idle_reads.per_sec),
@@ -232,7 +239,10 @@ async fn epoch(
 ) -> anyhow::Result<EpochReport> {
     let population = progress.entries;
     let count = args.updates.min(population);
-    let seed = progress.rotations ^ 0x6b74_6c6f_6164;
+    // Seeded by the epoch about to be published: a run interrupted after its publish
+    // committed (so before `kt-load.json` was saved) does not replay the same values,
+    // which akd would skip as unchanged.
+    let seed = dir.reader.info().await?.latest_epoch ^ 0x6b74_6c6f_6164;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let picked = rand::seq::index::sample(&mut rng, usize::try_from(population)?, usize::try_from(count)?);
     let updates: Vec<UpdateItem> = picked

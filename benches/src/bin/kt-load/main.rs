@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Seconds of lookups on an idle directory (also the in-memory baseline's length).
     #[arg(long, default_value_t = 20)]
     pub read_secs: u64,
+    /// Seconds of lookups before the idle measurement, not recorded: a freshly started
+    /// directory reads every node from disk until its caches fill.
+    #[arg(long, default_value_t = 10)]
+    pub warmup_secs: u64,
     /// Upper bound on the lookups run while an epoch publishes, in seconds (they stop
     /// when the epoch is done).
     #[arg(long, default_value_t = 600)]

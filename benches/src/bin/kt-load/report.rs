@@ -29,7 +29,7 @@ pub struct RunReport {
     pub build: Build,
     /// akd's in-memory lookup rate, the yardstick for HTTP lookups.
     pub baseline: Option<Baseline>,
-    /// HTTP lookups while the directory is idle.
+    /// HTTP lookups while the directory is idle (after a warm-up).
     pub idle_reads: ReadStats,
     /// The measured epochs.
     pub epochs: Vec<EpochReport>,
