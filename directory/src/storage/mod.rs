@@ -119,20 +119,16 @@ impl NodeLengths {
         it.seek_to_first();
         // Seek to the first key at or after each length; jump to the length found.
         while let Some(key) = it.key() {
-            let found = key
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| {
-                    StorageError::corrupt(
-                        Cf::TreeNodes,
-                        key,
-                        codec::DecodeError::Truncated {
-                            field: "tree-node key label length",
-                            needed: 4 - key.len(),
-                        },
-                    )
-                })?;
+            let found = key_label_len(key).ok_or_else(|| {
+                StorageError::corrupt(
+                    Cf::TreeNodes,
+                    key,
+                    codec::DecodeError::Truncated {
+                        field: "tree-node key label length",
+                        needed: 4 - key.len(),
+                    },
+                )
+            })?;
             lengths.insert(found);
             let Some(next) = found.checked_add(1) else { break };
             len = len.max(next);
@@ -206,9 +202,17 @@ impl Batch {
     }
 }
 
-/// The label length a tree-node key starts with.
+/// The label length a tree-node key starts with (`None` if the key is shorter than
+/// the length field).
+fn key_label_len(key: &[u8]) -> Option<u32> {
+    key.get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+}
+
+/// [`key_label_len`] of a well-formed tree-node key (36 bytes always hold one).
 fn node_key_len(key: &[u8; codec::NODE_KEY_LEN]) -> u32 {
-    u32::from_be_bytes([key[0], key[1], key[2], key[3]])
+    key_label_len(key).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Debug for Inner {
@@ -552,8 +556,7 @@ impl Inner {
                 Write::Put(cf, k, v) => {
                     if cf == Cf::TreeNodes {
                         // Raw writes of nodes (repairs, tests) count too.
-                        let len = k.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-                        self.node_lengths.insert(len.map_or(u32::MAX, u32::from_be_bytes));
+                        self.node_lengths.insert(key_label_len(&k).unwrap_or(u32::MAX));
                     }
                     batch.put_cf(self.cf(cf)?, k, v)
                 }
