@@ -146,7 +146,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         git: git_describe(),
         entries: population,
         updates_per_epoch: args.updates,
-        publish_read_rate: (args.publish_read_rate > 0.0).then_some(args.publish_read_rate),
+        publish_read_rate: args.offered_read_rate(),
         build,
         baseline,
         idle_reads,
@@ -271,7 +271,7 @@ async fn epoch(
         max_time: Duration::from_secs(args.max_read_secs),
         max_requests: args.max_reads,
         verify_every: args.verify_every,
-        rate: (args.publish_read_rate > 0.0).then_some(args.publish_read_rate),
+        rate: args.offered_read_rate(),
     };
     let reads = readers::run(dir, args.readers, population, bounds, Arc::clone(&stop), seed);
     let publish = async {

@@ -99,6 +99,13 @@ pub struct RunArgs {
     pub directory_bin: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The lookups per second offered during publishes (`None`: saturating clients).
+    pub fn offered_read_rate(&self) -> Option<f64> {
+        (self.publish_read_rate > 0.0).then_some(self.publish_read_rate)
+    }
+}
+
 /// `kt-load summary`.
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
