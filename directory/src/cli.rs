@@ -81,6 +81,23 @@ struct ServeArgs {
     /// `Authorization: Bearer` (default: reads are public).
     #[arg(long, env = "KT_READ_TOKEN_FILE")]
     read_token_file: Option<PathBuf>,
+    /// Where the directory is stored: `rocksdb` (the data directory's `db/`) or
+    /// `mysql` (needs --mysql-url) [default: rocksdb].
+    #[arg(long, env = "KT_STORAGE")]
+    storage: Option<String>,
+    /// `mysql://user:password@host:port/database` of a MySQL-protocol server (MariaDB,
+    /// MySQL, Vitess); implies --storage mysql.
+    #[arg(long, env = "KT_MYSQL_URL", hide_env_values = true)]
+    mysql_url: Option<String>,
+    /// Serve the read API only, following the publisher's store: the same MySQL
+    /// database, or (RocksDB) the publisher's data directory through a secondary
+    /// instance kept in --replica-dir. Needs a copy of the data directory's keys.
+    #[arg(long)]
+    read_only: bool,
+    /// A read replica's own directory for its RocksDB secondary instance (one per
+    /// replica; required for RocksDB replicas).
+    #[arg(long, env = "KT_REPLICA_DIR")]
+    replica_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -177,9 +194,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         block_cache_mib: args.block_cache_mib,
         auditors: args.auditors,
         read_token_file: args.read_token_file,
+        storage: args.storage,
+        mysql_url: args.mysql_url,
     };
     let config = ServeConfig::resolve(over, file)?;
-    crate::server::serve(DataDir::new(args.data_dir), config).await
+    let data = DataDir::new(args.data_dir);
+    if args.read_only {
+        crate::server::serve_replica(data, config, args.replica_dir).await
+    } else {
+        anyhow::ensure!(
+            args.replica_dir.is_none(),
+            "--replica-dir is for read replicas (--read-only)"
+        );
+        crate::server::serve(data, config).await
+    }
 }
 
 async fn sample_traffic(args: TrafficArgs) -> anyhow::Result<()> {

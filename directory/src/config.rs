@@ -2,6 +2,7 @@
 //! clap), which win over the config file, which wins over the defaults.
 
 use crate::http::Limits;
+use crate::storage::Backend;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,13 @@ pub struct FileConfig {
     pub read_burst: Option<u32>,
     /// File holding the token reads need (absent: reads are public).
     pub read_token_file: Option<PathBuf>,
+    /// `"rocksdb"` (default: the data directory's `db/`) or `"mysql"` (needs
+    /// `mysql_url`).
+    pub storage: Option<String>,
+    /// `mysql://user:password@host:port/database` for `storage = "mysql"`.
+    pub mysql_url: Option<String>,
+    /// A read replica's poll interval for new epochs, milliseconds.
+    pub replica_poll_ms: Option<u64>,
 }
 
 pub use kt_client::configfile::ConfigError;
@@ -74,6 +82,10 @@ pub struct ServeConfig {
     pub read_burst: Option<u32>,
     /// File holding the read token (`None`: reads are public).
     pub read_token_file: Option<PathBuf>,
+    /// Where the directory is stored.
+    pub backend: Backend,
+    /// How often a read replica looks for a new epoch.
+    pub replica_poll: Duration,
 }
 
 /// Settings given as flags or environment variables (`None`: not given).
@@ -91,6 +103,10 @@ pub struct Overrides {
     pub auditors: Vec<String>,
     /// `--read-token-file` / `KT_READ_TOKEN_FILE`.
     pub read_token_file: Option<PathBuf>,
+    /// `--storage` / `KT_STORAGE`.
+    pub storage: Option<String>,
+    /// `--mysql-url` / `KT_MYSQL_URL`.
+    pub mysql_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -122,7 +138,36 @@ impl ServeConfig {
                 "max_concurrent_requests must be at least 1".into(),
             ));
         }
+        let backend = match (
+            over.storage.or(file.storage).as_deref(),
+            over.mysql_url.or(file.mysql_url),
+        ) {
+            (None | Some("rocksdb"), None) => Backend::Rocks,
+            (Some("mysql"), Some(url)) => Backend::Mysql { url },
+            (Some("mysql"), None) => {
+                return Err(ConfigError::Invalid(
+                    "storage = \"mysql\" needs mysql_url (or --mysql-url / KT_MYSQL_URL)".into(),
+                ));
+            }
+            (None, Some(url)) => Backend::Mysql { url },
+            (Some("rocksdb"), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "a MySQL URL is set but storage is \"rocksdb\"; drop one of them".into(),
+                ));
+            }
+            (Some(other), _) => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage must be \"rocksdb\" or \"mysql\", not {other:?}"
+                )));
+            }
+        };
+        let poll_ms = file.replica_poll_ms.unwrap_or(1000);
+        if poll_ms == 0 {
+            return Err(ConfigError::Invalid("replica_poll_ms must be at least 1".into()));
+        }
         Ok(ServeConfig {
+            backend,
+            replica_poll: Duration::from_millis(poll_ms),
             listen: over
                 .listen
                 .or(file.listen)
@@ -166,5 +211,40 @@ mod tests {
             ..Overrides::default()
         };
         assert!(ServeConfig::resolve(zero, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn storage_backend_is_chosen_and_checked() {
+        let rocks = ServeConfig::resolve(Overrides::default(), FileConfig::default()).expect("default");
+        assert_eq!(rocks.backend, Backend::Rocks);
+        let file: FileConfig =
+            toml::from_str("storage = \"mysql\"\nmysql_url = \"mysql://kt@127.0.0.1:3306/kt\"").expect("toml");
+        let mysql = ServeConfig::resolve(Overrides::default(), file).expect("mysql");
+        assert_eq!(
+            mysql.backend,
+            Backend::Mysql {
+                url: "mysql://kt@127.0.0.1:3306/kt".into()
+            }
+        );
+        let flag = Overrides {
+            mysql_url: Some("mysql://a@b/c".into()),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(flag, FileConfig::default())
+                .expect("url alone")
+                .backend,
+            Backend::Mysql { .. }
+        ));
+        for bad in [
+            "storage = \"mysql\"",
+            "storage = \"postgres\"",
+            "storage = \"rocksdb\"\nmysql_url = \"mysql://a@b/c\"",
+            "replica_poll_ms = 0",
+        ] {
+            let file: FileConfig = toml::from_str(bad).expect("toml");
+            let err = ServeConfig::resolve(Overrides::default(), file).expect_err(bad);
+            assert!(!err.to_string().is_empty());
+        }
     }
 }

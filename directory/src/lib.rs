@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod publisher;
 pub mod queue;
+pub mod replica;
 pub mod sample;
 pub mod server;
 pub mod storage;
@@ -27,11 +28,12 @@ use akd::storage::StorageManager;
 use akd::{AzksParallelismConfig, Directory};
 use std::path::PathBuf;
 use std::time::Duration;
-use storage::RocksStorage;
+use storage::{RocksStorage, Store};
 use vrf::VrfSecret;
 
-/// The akd directory this service runs: our configuration, RocksDB, in-memory VRF key.
-pub type KtDirectory = Directory<KtConfig, RocksStorage, VrfSecret>;
+/// The akd directory this service runs: our configuration, our store (RocksDB or
+/// MySQL), in-memory VRF key.
+pub type KtDirectory = Directory<KtConfig, Store, VrfSecret>;
 
 /// akd's record cache in front of RocksDB: how long an entry lives.
 const CACHE_ITEM_LIFETIME: Duration = Duration::from_secs(600);
@@ -43,9 +45,9 @@ const CACHE_CLEAN_EVERY: Duration = Duration::from_secs(30);
 
 /// Opens the akd directory on `storage`, creating epoch 0 (the empty tree) if the
 /// database is new.
-pub async fn open_directory(storage: RocksStorage, vrf: VrfSecret) -> Result<KtDirectory, akd::errors::AkdError> {
+pub async fn open_directory(storage: impl Into<Store>, vrf: VrfSecret) -> Result<KtDirectory, akd::errors::AkdError> {
     let manager = StorageManager::new(
-        storage,
+        storage.into(),
         Some(CACHE_ITEM_LIFETIME),
         Some(CACHE_LIMIT_BYTES),
         Some(CACHE_CLEAN_EVERY),

@@ -20,7 +20,7 @@
 use crate::datadir::Loaded;
 use crate::metrics::Metrics;
 use crate::queue::{Plan, Queue, Resolved};
-use crate::storage::{Cf, RocksStorage, StorageConfig, StorageError, Write};
+use crate::storage::{Backend, Cf, Role, StorageConfig, StorageError, Store, Write};
 use crate::vrf::VrfSecret;
 use crate::{KtConfig, KtDirectory, open_directory};
 use akd::directory::ReadOnlyDirectory;
@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Key in [`Cf::Meta`] of the freshest signature of the latest epoch's head (a quiet
 /// directory re-signs it with a new time instead of publishing an empty epoch).
-const LATEST_HEAD_KEY: &[u8] = b"latest_head";
+pub(crate) const LATEST_HEAD_KEY: &[u8] = b"latest_head";
 /// Read views' akd cache: entry lifetime.
 const READ_CACHE_LIFETIME: Duration = Duration::from_secs(600);
 /// Read views' akd cache: size bound (each view has its own, dropped with the view).
@@ -51,7 +51,7 @@ const READ_CACHE_BYTES: usize = 256 << 20;
 const READ_CACHE_CLEAN: Duration = Duration::from_secs(30);
 
 /// akd's read-only directory, as the read views use it.
-pub type ReadDirectory = ReadOnlyDirectory<KtConfig, RocksStorage, VrfSecret>;
+pub type ReadDirectory = ReadOnlyDirectory<KtConfig, Store, VrfSecret>;
 
 /// What readers serve: one epoch's head and an akd reader positioned at that epoch.
 pub struct ReadView {
@@ -177,7 +177,7 @@ fn epoch_key(epoch: u64) -> Vec<u8> {
 }
 
 /// The head stored for `epoch` (signature not checked: it is our own record).
-pub(crate) async fn stored_head(storage: &RocksStorage, epoch: u64) -> Result<SignedHead, PublishError> {
+pub(crate) async fn stored_head(storage: &Store, epoch: u64) -> Result<SignedHead, PublishError> {
     let bytes = storage
         .get_raw(Cf::Heads, epoch_key(epoch))
         .await?
@@ -188,7 +188,16 @@ pub(crate) async fn stored_head(storage: &RocksStorage, epoch: u64) -> Result<Si
 /// A request to publish now (`POST /v1/epochs`), answered when the epoch is done.
 pub type Trigger = oneshot::Sender<Result<EpochResponse, PublishError>>;
 
-/// What the HTTP layer shares with the publisher.
+/// The publisher's side of the operator API.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// Asks the publisher loop for an epoch now.
+    pub triggers: mpsc::Sender<Trigger>,
+    /// The durable queue.
+    pub queue: Arc<Queue>,
+}
+
+/// What the HTTP layer shares with the publisher (or a replica's follower).
 #[derive(Debug, Clone)]
 pub struct Shared {
     /// The current read view; replaced after each epoch (and each re-signed head).
@@ -197,12 +206,11 @@ pub struct Shared {
     pub failure: Arc<Failure>,
     /// Newest epoch whose audit blob is stored (0: none yet).
     pub latest_blob_epoch: Arc<AtomicU64>,
-    /// Asks the publisher loop for an epoch now.
-    pub triggers: mpsc::Sender<Trigger>,
-    /// The durable queue.
-    pub queue: Arc<Queue>,
+    /// Update intake and forced epochs; `None` on a read replica, which only serves
+    /// the read API.
+    pub intake: Option<Intake>,
     /// The database, for heads, blobs and the label index.
-    pub storage: RocksStorage,
+    pub storage: Store,
     /// The head-signing public key.
     pub signing_key: ed25519_dalek::VerifyingKey,
     /// The VRF public key.
@@ -216,7 +224,7 @@ pub struct Publisher {
     /// akd, writing. Never used for reads (see the module docs).
     dir: KtDirectory,
     /// The database under `dir` (commit hook, heads, blobs).
-    storage: RocksStorage,
+    storage: Store,
     /// The VRF key, for new read views.
     vrf: VrfSecret,
     /// Where updates wait.
@@ -252,6 +260,8 @@ impl std::fmt::Debug for Publisher {
 /// How to open a publisher.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
+    /// Which store: RocksDB in `db_path`, or a MySQL-protocol database.
+    pub backend: Backend,
     /// The RocksDB directory.
     pub db_path: PathBuf,
     /// RocksDB tuning.
@@ -269,11 +279,13 @@ impl Publisher {
         keys: Loaded,
         metrics: Metrics,
     ) -> Result<(Publisher, Shared, mpsc::Receiver<Trigger>), PublishError> {
-        let storage_config = config.storage.clone();
-        let path = config.db_path.clone();
-        let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &storage_config))
-            .await
-            .map_err(StorageError::from)??;
+        let storage = Store::open(
+            &config.backend,
+            config.db_path.clone(),
+            config.storage.clone(),
+            Role::Writer,
+        )
+        .await?;
         let dir = open_directory(storage.clone(), keys.vrf.clone()).await?;
         let vrf_public = dir.get_public_key().await?.as_bytes().to_vec();
         let signer = HeadSigner {
@@ -324,21 +336,23 @@ impl Publisher {
             views: views_rx,
             failure,
             latest_blob_epoch,
-            triggers: trigger_tx,
-            queue,
+            intake: Some(Intake {
+                triggers: trigger_tx,
+                queue,
+            }),
             storage,
             signing_key: publisher.signer.public_key(),
             vrf_public_key: vrf_public,
             namespace: publisher.signer.namespace.clone(),
         };
-        tracing::info!(epoch, root = %hex::encode(head.head.root), queued = shared.queue.depth(), "publisher open");
+        tracing::info!(epoch, root = %hex::encode(head.head.root), queued = publisher.queue.depth(), store = %publisher.storage.describe(), "publisher open");
         Ok((publisher, shared, trigger_rx))
     }
 
     /// The latest head, checked against akd's epoch and root; signs epoch 0 if the
     /// directory is new.
     async fn recover_head(
-        storage: &RocksStorage,
+        storage: &Store,
         signer: &HeadSigner,
         akd_epoch: u64,
         akd_root: [u8; 32],
@@ -641,7 +655,7 @@ impl Publisher {
 }
 
 /// A read-only akd directory on `storage` with its own, empty cache.
-async fn new_read_dir(storage: &RocksStorage, vrf: &VrfSecret) -> Result<ReadDirectory, AkdError> {
+pub(crate) async fn new_read_dir(storage: &Store, vrf: &VrfSecret) -> Result<ReadDirectory, AkdError> {
     let manager = StorageManager::new(
         storage.clone(),
         Some(READ_CACHE_LIFETIME),

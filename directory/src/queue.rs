@@ -13,7 +13,7 @@
 //!
 //! Updates accepted while an epoch is being published wait for the next one.
 
-use crate::storage::{Cf, DecodeError, RocksStorage, StorageError, Write};
+use crate::storage::{Cf, DecodeError, StorageError, Store, Write};
 use kt_client::wire::Outcome;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,7 +228,7 @@ pub struct Resolved {
 #[derive(Debug)]
 pub struct Queue {
     /// Where queue items and outcomes live.
-    storage: RocksStorage,
+    storage: Store,
     /// The next id to hand out. Held across the synced write, so ids become durable in
     /// order: an epoch scanning the queue never sees id n+1 without id n.
     next_id: tokio::sync::Mutex<u64>,
@@ -238,7 +238,7 @@ pub struct Queue {
 
 impl Queue {
     /// Opens the queue on `storage`, recovering the id counter and depth from disk.
-    pub async fn open(storage: RocksStorage) -> Result<Queue, StorageError> {
+    pub async fn open(storage: Store) -> Result<Queue, StorageError> {
         let mut next = 1;
         for cf in [Cf::Queue, Cf::Outcomes] {
             if let Some((k, _)) = storage.last(cf).await? {

@@ -1,47 +1,135 @@
 //! `kt-directory serve`: the publisher loop and the HTTP API in one process, until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM; or, with `--read-only`, a replica's follower and the read API.
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
 use crate::http::{AppState, ReadGuard, router};
 use crate::metrics::Metrics;
-use crate::publisher::{Publisher, PublisherConfig};
-use crate::storage::StorageConfig;
+use crate::publisher::{Publisher, PublisherConfig, Shared};
+use crate::replica::{Replica, ReplicaConfig};
+use crate::storage::{Backend, StorageConfig};
 use anyhow::Context;
 use std::io::Write;
+use std::path::PathBuf;
 use tokio::sync::watch;
 
 /// Runs the directory on `data` until a shutdown signal.
 pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
-    let read_token = match &config.read_token_file {
-        Some(path) => {
-            let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            anyhow::ensure!(
-                token.trim().len() >= 16,
-                "read token in {} is shorter than 16 characters",
-                path.display()
-            );
-            Some(token)
-        }
-        None => None,
-    };
+    let read_token = read_token(&config)?;
     let keys = data.load()?;
     let token_hash = keys.token_hash;
     let metrics = Metrics::new().context("registering metrics")?;
-    let storage = StorageConfig {
-        block_cache_bytes: config.block_cache_bytes,
-        ..StorageConfig::default()
-    };
     let publisher_config = PublisherConfig {
+        backend: config.backend.clone(),
         db_path: data.db(),
-        storage,
+        storage: storage_config(&config),
         max_per_epoch: config.max_updates_per_epoch,
     };
     let (publisher, shared, triggers) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
     crate::witness::check(&config.auditors, &shared, std::time::Duration::from_secs(30)).await?;
-    let read_guard = ReadGuard::new(read_token.as_deref(), config.read_rate_per_sec, config.read_burst);
+
+    let (stop, stopped) = watch::channel(false);
+    // The publisher runs on its own runtime and threads. akd's publish is minutes of
+    // CPU-bound async work at scale; on the HTTP runtime it would occupy the workers
+    // that answer lookups, which then wait for it (docs/performance.md measures the
+    // lookup p99 during a publish both ways). On separate threads the OS shares the
+    // cores between the two.
+    let interval = config.epoch_interval;
+    let publisher = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || -> std::io::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("publisher")
+                .build()?;
+            runtime.block_on(publisher.run(interval, triggers, stopped));
+            Ok(())
+        })
+        .context("starting the publisher thread")?;
+    let served = http(&config, shared, token_hash, metrics, read_token.as_deref(), "publisher").await;
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || publisher.join())
+        .await
+        .context("joining the publisher thread")?;
+    match joined {
+        Ok(result) => result.context("publisher runtime")?,
+        Err(_) => anyhow::bail!("the publisher thread panicked"),
+    }
+    served?;
+    tracing::info!("kt-directory stopped");
+    Ok(())
+}
+
+/// Runs a read replica of the directory whose keys are in `data` until a shutdown
+/// signal: the read API only, following the publisher's store (`replica.rs`).
+pub async fn serve_replica(data: DataDir, config: ServeConfig, replica_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let read_token = read_token(&config)?;
+    let secondary_dir = match (&config.backend, replica_dir) {
+        (_, Some(dir)) => dir,
+        (Backend::Rocks, None) => anyhow::bail!(
+            "a RocksDB read replica needs --replica-dir: its own directory for the secondary instance \
+             (one per replica)"
+        ),
+        (Backend::Mysql { .. }, None) => PathBuf::new(),
+    };
+    if config.backend == Backend::Rocks {
+        std::fs::create_dir_all(&secondary_dir).with_context(|| format!("creating {}", secondary_dir.display()))?;
+    }
+    let keys = data.load()?;
+    let token_hash = keys.token_hash;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let replica_config = ReplicaConfig {
+        backend: config.backend.clone(),
+        db_path: data.db(),
+        secondary_dir,
+        storage: storage_config(&config),
+    };
+    let (replica, shared) = Replica::open(replica_config, keys, metrics.clone())
+        .await
+        .with_context(|| format!("opening a read replica of the directory in {}", data.root().display()))?;
+    let (stop, stopped) = watch::channel(false);
+    let follower = tokio::spawn(replica.run(config.replica_poll, stopped));
+    let served = http(&config, shared, token_hash, metrics, read_token.as_deref(), "replica").await;
+    let _ = stop.send(true);
+    follower.await.context("the replica follower panicked")?;
+    served?;
+    tracing::info!("kt-directory replica stopped");
+    Ok(())
+}
+
+/// The read token from `--read-token-file`, if any.
+fn read_token(config: &ServeConfig) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.read_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        token.trim().len() >= 16,
+        "read token in {} is shorter than 16 characters",
+        path.display()
+    );
+    Ok(Some(token))
+}
+
+fn storage_config(config: &ServeConfig) -> StorageConfig {
+    StorageConfig {
+        block_cache_bytes: config.block_cache_bytes,
+        ..StorageConfig::default()
+    }
+}
+
+/// Serves the HTTP API on `config.listen` until a shutdown signal.
+async fn http(
+    config: &ServeConfig,
+    shared: Shared,
+    token_hash: blake3::Hash,
+    metrics: Metrics,
+    read_token: Option<&str>,
+    role: &'static str,
+) -> anyhow::Result<()> {
+    let read_guard = ReadGuard::new(read_token, config.read_rate_per_sec, config.read_burst);
     let pruned = read_guard.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -65,40 +153,10 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     // Scripts and tests read the bound address (the port may be 0) from this line.
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
-
-    let (stop, stopped) = watch::channel(false);
-    // The publisher runs on its own runtime and threads. akd's publish is minutes of
-    // CPU-bound async work at scale; on the HTTP runtime it would occupy the workers
-    // that answer lookups, which then wait for it (docs/performance.md measures the
-    // lookup p99 during a publish both ways). On separate threads the OS shares the
-    // cores between the two.
-    let interval = config.epoch_interval;
-    let publisher = std::thread::Builder::new()
-        .name("publisher".into())
-        .spawn(move || -> std::io::Result<()> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("publisher")
-                .build()?;
-            runtime.block_on(publisher.run(interval, triggers, stopped));
-            Ok(())
-        })
-        .context("starting the publisher thread")?;
+    tracing::info!(%addr, role, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(kt_client::run::shutdown_signal())
         .await
-        .context("HTTP server");
-    let _ = stop.send(true);
-    let joined = tokio::task::spawn_blocking(move || publisher.join())
-        .await
-        .context("joining the publisher thread")?;
-    match joined {
-        Ok(result) => result.context("publisher runtime")?,
-        Err(_) => anyhow::bail!("the publisher thread panicked"),
-    }
-    served?;
-    tracing::info!("kt-directory stopped");
-    Ok(())
+        .context("HTTP server")
 }

@@ -1,14 +1,23 @@
-//! The RocksDB-backed directory against akd's in-memory one: identical roots at every
-//! epoch, and proofs from RocksDB that verify. Then recovery: reopen and carry on.
+//! The directory on each of our backends (RocksDB, and MySQL on a real MariaDB)
+//! against akd's in-memory one: identical roots at every epoch, and proofs from our
+//! storage that verify. Then recovery: reopen and carry on.
 
 use akd::storage::StorageManager;
 use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::{AkdLabel, AzksParallelismConfig, Directory, HistoryParams};
-use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
+use kt_directory::storage::Cf;
 use kt_directory::vrf::VrfSecret;
-use kt_directory::{KtConfig, KtDirectory, open_directory, open_rocks_directory, sample};
+use kt_directory::{KtConfig, KtDirectory, open_directory, sample};
+use support::TestStore;
 
 mod support;
+
+on_both_backends!(
+    same_roots_as_in_memory_and_proofs_verify,
+    reopen_keeps_epoch_root_and_proofs,
+    corrupt_record_is_a_typed_error_not_a_panic,
+    commit_hook_is_atomic_with_the_epoch,
+);
 
 type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
 
@@ -20,10 +29,8 @@ fn vrf() -> VrfSecret {
     VrfSecret::from_bytes([0x5a; 32])
 }
 
-async fn rocks_dir(path: &std::path::Path) -> KtDirectory {
-    open_rocks_directory(path, StorageConfig::default(), vrf())
-        .await
-        .expect("open directory")
+async fn dir_on(store: &TestStore) -> KtDirectory {
+    open_directory(store.open().await, vrf()).await.expect("open directory")
 }
 
 async fn mem_dir() -> MemDirectory {
@@ -51,10 +58,8 @@ async fn check_proofs(dir: &KtDirectory, label: &AkdLabel) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_roots_as_in_memory_and_proofs_verify() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let rocks = rocks_dir(&tmp.path().join("db")).await;
+async fn same_roots_as_in_memory_and_proofs_verify(store: TestStore) {
+    let rocks = dir_on(&store).await;
     let mem = mem_dir().await;
     assert_eq!(
         rocks.get_epoch_hash().await.expect("r0"),
@@ -109,22 +114,19 @@ async fn same_roots_as_in_memory_and_proofs_verify() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reopen_keeps_epoch_root_and_proofs() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("db");
+async fn reopen_keeps_epoch_root_and_proofs(store: TestStore) {
     let mem = mem_dir().await;
     let head = {
-        let rocks = rocks_dir(&path).await;
+        let rocks = dir_on(&store).await;
         for epoch in 1..=3u64 {
             let updates = sample::updates(SEED, epoch, PER_EPOCH, POPULATION);
             rocks.publish(updates.clone()).await.expect("publish");
             mem.publish(updates).await.expect("mem publish");
         }
         rocks.get_epoch_hash().await.expect("head")
-        // `rocks` and its RocksDB are dropped here.
+        // `rocks` and its store are dropped here.
     };
-    let reopened = rocks_dir(&path).await;
+    let reopened = dir_on(&store).await;
     assert_eq!(reopened.get_epoch_hash().await.expect("head after reopen"), head);
     let (label, _) = sample::updates(SEED, 3, PER_EPOCH, POPULATION).remove(0);
     check_proofs(&reopened, &label).await;
@@ -134,12 +136,9 @@ async fn reopen_keeps_epoch_root_and_proofs() {
     assert_eq!(r, mem.publish(updates).await.expect("mem publish"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_record_is_a_typed_error_not_a_panic() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("db");
+async fn corrupt_record_is_a_typed_error_not_a_panic(store: TestStore) {
     {
-        let rocks = rocks_dir(&path).await;
+        let rocks = dir_on(&store).await;
         rocks
             .publish(sample::updates(SEED, 1, 20, POPULATION))
             .await
@@ -147,9 +146,8 @@ async fn corrupt_record_is_a_typed_error_not_a_panic() {
     }
     // Overwrite the root node with garbage, behind the storage layer's back.
     let root_key = kt_directory::storage::codec::node_key(&akd::NodeLabel::root());
-    support::put_raw(&path, Cf::TreeNodes, &root_key, &[1u8, 0xff, 0x00]);
-    let storage = RocksStorage::open(&path, &StorageConfig::default()).expect("reopen");
-    let dir = open_directory(storage, vrf()).await.expect("azks row is intact");
+    store.plant_node(&root_key, &[1u8, 0xff, 0x00]).await;
+    let dir = dir_on(&store).await;
     let err = dir.get_epoch_hash().await.expect_err("root node is corrupt");
     let msg = err.to_string();
     assert!(msg.contains("corrupt record in column family tree_nodes"), "{msg}");
@@ -158,12 +156,9 @@ async fn corrupt_record_is_a_typed_error_not_a_panic() {
 
 /// The commit hook's writes land in akd's commit batch; a hook that refuses leaves the
 /// disk exactly as before the publish.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_hook_is_atomic_with_the_epoch() {
+async fn commit_hook_is_atomic_with_the_epoch(store: TestStore) {
     use kt_directory::storage::Write;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("db");
-    let storage = RocksStorage::open(&path, &StorageConfig::default()).expect("open");
+    let storage = store.open().await;
     let dir = open_directory(storage.clone(), vrf()).await.expect("directory");
 
     // A hook that sees the records and adds a write: both land, with the epoch.
@@ -201,7 +196,7 @@ async fn commit_hook_is_atomic_with_the_epoch() {
     drop(dir);
     drop(storage);
 
-    let reopened = RocksStorage::open(&path, &StorageConfig::default()).expect("reopen");
+    let reopened = store.open().await;
     assert_eq!(
         reopened
             .get_raw(Cf::Heads, 1u64.to_be_bytes().to_vec())

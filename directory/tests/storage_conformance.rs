@@ -1,5 +1,7 @@
-//! Our RocksDB backend against akd's own conformance suite, and against akd's
-//! in-memory backend for every per-user query.
+//! Our backends (RocksDB; MySQL on a real MariaDB) against akd's own conformance
+//! suite, and against akd's in-memory backend for every per-user query. Then what is
+//! particular to each: RocksDB's length filter and tiers, MySQL's parts, schema and
+//! start-up checks, and read replicas of both learning what the writer added.
 
 use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
@@ -54,8 +56,11 @@ fn probe_epochs(epochs: &[u64]) -> std::collections::BTreeSet<u64> {
 
 /// Runs the same writes against both backends and compares every read.
 async fn compare(users: &[(String, Vec<u64>)]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rocks = open(&dir);
+    compare_on(&support::TestStore::rocks(), users).await;
+}
+
+async fn compare_on(store: &support::TestStore, users: &[(String, Vec<u64>)]) {
+    let rocks = store.open().await;
     let mem = AsyncInMemoryDatabase::new();
     let mut records = Vec::new();
     for (user, epochs) in users {
@@ -159,10 +164,10 @@ async fn epochs_with_high_bytes_do_not_leak_across_users() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tree_node_batch_get_skips_absent_keys() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rocks = open(&dir);
+on_both_backends!(tree_node_batch_get_skips_absent_keys);
+
+async fn tree_node_batch_get_skips_absent_keys(store: support::TestStore) {
+    let rocks = store.open().await;
     let present = NodeLabel::new([7u8; 32], 256);
     let node = DbRecord::build_tree_node_with_previous_value(
         present.label_val,
@@ -365,3 +370,204 @@ fn refuses_a_database_of_another_schema() {
         "{err}"
     );
 }
+
+// ---- The MySQL backend on a real MariaDB (KT_TEST_MYSQL_URL) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_passes_akd_conformance_suite() {
+    let Some(store) = support::TestStore::mysql("conformance").await else {
+        return;
+    };
+    akd::storage::tests::run_test_cases_for_storage_impl(store.open().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_epochs_with_high_bytes_do_not_leak_across_users() {
+    let Some(store) = support::TestStore::mysql("highbytes").await else {
+        return;
+    };
+    compare_on(
+        &store,
+        &[
+            ("ab".into(), vec![1, 0x6300_0000_0000_0001]),
+            ("abc".into(), vec![2, 5]),
+            ("a".into(), vec![u64::MAX]),
+        ],
+    )
+    .await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn mysql_per_user_queries_match_in_memory_backend(users in arb_users()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            if let Some(store) = support::TestStore::mysql("peruser").await {
+                compare_on(&store, &users).await;
+            }
+        });
+    }
+}
+
+/// Values of the publisher's tables larger than a part (audit blobs) come back whole,
+/// through every read path; a shorter value written over a longer one leaves no parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_large_values_round_trip_in_parts() {
+    use kt_directory::storage::Write;
+    let Some(store) = support::TestStore::mysql("parts").await else {
+        return;
+    };
+    let s = store.open().await;
+    let big: Vec<u8> = (0..(kt_directory::storage::mysql::PART_BYTES * 5 / 2))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    s.write(vec![
+        Write::Put(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec(), big.clone()),
+        Write::Put(Cf::AuditBlobs, 2u64.to_be_bytes().to_vec(), b"small".to_vec()),
+        Write::Put(Cf::Heads, 1u64.to_be_bytes().to_vec(), Vec::new()),
+    ])
+    .await
+    .expect("write");
+    assert_eq!(
+        s.get_raw(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec())
+            .await
+            .expect("get"),
+        Some(big.clone())
+    );
+    assert_eq!(
+        s.get_raw(Cf::Heads, 1u64.to_be_bytes().to_vec()).await.expect("get"),
+        Some(Vec::new())
+    );
+    let scanned = s.scan(Cf::AuditBlobs, Vec::new(), 10).await.expect("scan");
+    assert_eq!(scanned.len(), 2);
+    assert_eq!(scanned[0].1, big);
+    assert_eq!(s.count(Cf::AuditBlobs).await.expect("count"), 2);
+    assert_eq!(
+        s.last(Cf::AuditBlobs).await.expect("last"),
+        Some((2u64.to_be_bytes().to_vec(), b"small".to_vec()))
+    );
+    s.write(vec![Write::Put(
+        Cf::AuditBlobs,
+        1u64.to_be_bytes().to_vec(),
+        b"shrunk".to_vec(),
+    )])
+    .await
+    .expect("overwrite");
+    assert_eq!(
+        s.get_raw(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec())
+            .await
+            .expect("get"),
+        Some(b"shrunk".to_vec())
+    );
+    s.write(vec![Write::Delete(Cf::AuditBlobs, 1u64.to_be_bytes().to_vec())])
+        .await
+        .expect("delete");
+    assert_eq!(s.count(Cf::AuditBlobs).await.expect("count"), 1);
+}
+
+/// Bad configuration fails at start-up with a message that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_bad_configuration_fails_clearly() {
+    use kt_directory::storage::{MysqlStorage, Write};
+    let Some(store) = support::TestStore::mysql("badconfig").await else {
+        return;
+    };
+    let support::TestStore::Mysql(url) = &store else {
+        unreachable!()
+    };
+
+    // A replica pointed at a database no publisher has written.
+    let err = MysqlStorage::open(url, true).await.expect_err("empty store");
+    assert!(err.to_string().contains("start the publisher"), "{err}");
+
+    // Another schema version.
+    let s = store.open().await;
+    s.write(vec![Write::Put(
+        Cf::Meta,
+        b"schema".to_vec(),
+        99u32.to_be_bytes().to_vec(),
+    )])
+    .await
+    .expect("plant schema");
+    drop(s);
+    let err = MysqlStorage::open(url, false).await.expect_err("schema");
+    assert!(matches!(err, StorageError::Schema { expected: 1, .. }), "{err}");
+
+    // Nobody listening; a URL without a database.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let err = MysqlStorage::open(&format!("mysql://kt:kt@127.0.0.1:{port}/kt"), false)
+        .await
+        .expect_err("unreachable");
+    assert!(
+        err.to_string()
+            .contains(&format!("cannot connect to MySQL at kt@127.0.0.1:{port}/kt")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("kt:kt"), "no password in messages: {err}");
+    let err = MysqlStorage::open("mysql://kt:kt@127.0.0.1:1", false)
+        .await
+        .expect_err("no database");
+    assert!(err.to_string().contains("names no database"), "{err}");
+}
+
+/// A reader in another process (a replica) must learn the tree-node lengths the
+/// writer adds after it opened, or its length filter would hide real nodes.
+async fn replica_sees_new_node_lengths_after_refresh(store: support::TestStore) {
+    use kt_directory::storage::{Backend, Role, StorageConfig, Store};
+    let writer = store.open().await;
+    writer
+        .batch_set(vec![node_of_len(0x11, 256)], DbSetState::TransactionCommit)
+        .await
+        .expect("write 256");
+    // RocksDB: the first node in an SST file, the second only in the primary's WAL.
+    if let Store::Rocks(r) = &writer {
+        r.flush().await.expect("flush");
+    }
+    let (backend, path, secondary) = match &store {
+        support::TestStore::Rocks(dir) => (Backend::Rocks, dir.path().join("db"), dir.path().join("replica")),
+        support::TestStore::Mysql(url) => (
+            Backend::Mysql { url: url.clone() },
+            Default::default(),
+            Default::default(),
+        ),
+    };
+    let reader = Store::open(
+        &backend,
+        path,
+        StorageConfig::default(),
+        Role::Replica {
+            secondary_dir: secondary,
+        },
+    )
+    .await
+    .expect("open replica");
+    let key = |fill: u8, len: u32| akd::tree_node::NodeKey(NodeLabel::new([fill; 32], len));
+    reader
+        .get::<akd::tree_node::TreeNodeWithPreviousValue>(&key(0x11, 256))
+        .await
+        .expect("the replica reads what was there when it opened");
+    writer
+        .batch_set(vec![node_of_len(0x22, 17)], DbSetState::TransactionCommit)
+        .await
+        .expect("write 17");
+    reader.refresh().await.expect("refresh");
+    let got = reader
+        .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&[key(0x22, 17)])
+        .await
+        .expect("batch_get");
+    assert_eq!(
+        got,
+        vec![node_of_len(0x22, 17)],
+        "a length added after the replica opened"
+    );
+    let err = reader
+        .batch_set(vec![node_of_len(0x33, 9)], DbSetState::TransactionCommit)
+        .await
+        .expect_err("a replica never writes");
+    assert!(err.to_string().contains("read replica"), "{err}");
+}
+
+on_both_backends!(replica_sees_new_node_lengths_after_refresh);

@@ -1,9 +1,10 @@
 //! The publisher as a real process on 127.0.0.1:0: updates in, epochs out, proofs that
 //! verify against signed heads; and SIGKILL while updates and epochs are in flight.
+//! The first two run on both stores: RocksDB, and MySQL on a real MariaDB.
 
 mod common;
 
-use common::{Api, Server, audit_folder, init};
+use common::{Api, Backend, Server, audit_folder, init};
 use kt_client::wire::{HistoryResponse, LookupResponse, Outcome};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -12,9 +13,27 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_in_epochs_out_proofs_verify() {
+    updates_in_epochs_out_proofs_verify_on(Backend::Rocks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_in_epochs_out_proofs_verify_on_mysql() {
+    if let Some(backend) = Backend::mysql("e2e").await {
+        updates_in_epochs_out_proofs_verify_on(backend).await;
+    }
+}
+
+/// Owned `serve` arguments as the `&[&str]` that [`Server::start_on`] takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+async fn updates_in_epochs_out_proofs_verify_on(backend: Backend) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = init(&tmp.path().join("data"), "e2e");
-    let server = Server::start(&dir.data_dir, &["--epoch-interval", "3600"]);
+    let mut args = backend.args();
+    args.extend(["--epoch-interval".into(), "3600".into()]);
+    let server = Server::start(&dir.data_dir, &strs(&args));
     let api = Api::new(&server.url, &dir.token);
 
     // Three epochs, each rotating the keys of labels that already exist.
@@ -74,6 +93,17 @@ const LABELS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
+    sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(Backend::Rocks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing_on_mysql() {
+    if let Some(backend) = Backend::mysql("crash").await {
+        sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(backend).await;
+    }
+}
+
+async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(backend: Backend) {
     let seed: u64 = std::env::var("KT_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -92,11 +122,9 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
 
     for round in 0..ROUNDS {
         // Epochs on a 1 s timer and forced ones, while updates pour in.
-        let server = Server::start_on(
-            &dir.data_dir,
-            &listen,
-            &["--epoch-interval", "1", "--max-updates-per-epoch", "150"],
-        );
+        let mut args = backend.args();
+        args.extend(["--epoch-interval", "1", "--max-updates-per-epoch", "150"].map(String::from));
+        let server = Server::start_on(&dir.data_dir, &listen, &strs(&args));
         listen = server.url.trim_start_matches("http://").to_owned();
         if auditor.is_none() {
             let key = hex::encode(dir.pinned.directory_key.as_bytes());
@@ -145,7 +173,9 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing() {
     }
 
     // Restart and drain the queue.
-    let server = Server::start_on(&dir.data_dir, &listen, &["--epoch-interval", "3600"]);
+    let mut args = backend.args();
+    args.extend(["--epoch-interval".into(), "3600".into()]);
+    let server = Server::start_on(&dir.data_dir, &listen, &strs(&args));
     let api = Api::new(&server.url, &dir.token);
     loop {
         let e = api.epoch().await.expect("epoch after restart");

@@ -2,6 +2,7 @@
 
 use super::error::rejection;
 use super::{ApiError, AppState};
+use crate::publisher::Intake;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -31,6 +32,16 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The publisher's intake, or a 403 on a read replica.
+fn intake(state: &AppState) -> Result<&Intake, ApiError> {
+    state.shared.intake.as_ref().ok_or_else(|| {
+        ApiError::Client(
+            StatusCode::FORBIDDEN,
+            "this server is a read-only replica: send updates and epoch requests to the publisher".into(),
+        )
+    })
+}
+
 /// [`kt_client::wire::check_label`] as a 400.
 pub(super) fn check_label(label: &str, max: usize, at: &str) -> Result<(), ApiError> {
     kt_client::wire::check_label(label, max, at).map_err(ApiError::bad_request)
@@ -43,6 +54,7 @@ pub(super) async fn post_updates(
     headers: HeaderMap,
     body: Result<Json<UpdatesRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UpdatesAccepted>), ApiError> {
+    let intake = intake(&state)?;
     authorize(&state, &headers)?;
     if let Some(reason) = state.shared.failure.reason() {
         return Err(ApiError::Unavailable(format!(
@@ -54,7 +66,7 @@ pub(super) async fn post_updates(
         .validate(&state.limits.request_limits())
         .map_err(ApiError::bad_request)?;
     let count = batch.len();
-    let ids = match state.shared.queue.accept(batch).await {
+    let ids = match intake.queue.accept(batch).await {
         Ok(ids) => ids,
         Err(e) => {
             if state.shared.storage.is_fenced() {
@@ -67,7 +79,7 @@ pub(super) async fn post_updates(
     state
         .metrics
         .queue_depth
-        .set(i64::try_from(state.shared.queue.depth()).unwrap_or(i64::MAX));
+        .set(i64::try_from(intake.queue.depth()).unwrap_or(i64::MAX));
     tracing::debug!(count, first = ids.first().copied(), "accepted updates");
     Ok((StatusCode::ACCEPTED, Json(UpdatesAccepted { ids })))
 }
@@ -78,9 +90,10 @@ pub(super) async fn update_status(
     headers: HeaderMap,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<UpdateStatus>, ApiError> {
+    let intake = intake(&state)?;
     authorize(&state, &headers)?;
     let Path(id) = id.map_err(|r| ApiError::bad_request(format!("update id: {}", r.body_text())))?;
-    match state.shared.queue.status(id).await? {
+    match intake.queue.status(id).await? {
         Some(outcome) => Ok(Json(UpdateStatus { id, outcome })),
         None => Err(ApiError::NotFound(format!("no update with id {id} was ever accepted"))),
     }
@@ -91,10 +104,10 @@ pub(super) async fn post_epoch(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<EpochResponse>, ApiError> {
+    let intake = intake(&state)?;
     authorize(&state, &headers)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    state
-        .shared
+    intake
         .triggers
         .send(reply)
         .await

@@ -3,7 +3,8 @@
 //! A proof and its head always come from one [`ReadView`]: akd proves at the epoch its
 //! view reads, and the view's head is that epoch's. If akd ever answers at another
 //! epoch (the disk moved on under a view being replaced), the request waits for the
-//! next view and retries rather than pair a proof with the wrong head.
+//! next view and retries rather than pair a proof with the wrong head. A read replica
+//! also drops a proof if the store ran two epochs ahead while it was read.
 
 use super::operator::check_label;
 use super::{ApiError, AppState};
@@ -48,7 +49,7 @@ where
     for _ in 0..ATTEMPTS {
         let view = Arc::clone(&views.borrow_and_update());
         let (out, epoch) = f(Arc::clone(&view)).await?;
-        if epoch == view.head.head.epoch {
+        if epoch == view.head.head.epoch && !ran_ahead(state, epoch).await? {
             return Ok((out, view));
         }
         tracing::debug!(
@@ -59,6 +60,24 @@ where
         let _ = tokio::time::timeout(VIEW_WAIT, views.changed()).await;
     }
     Err(ApiError::Unavailable("a new epoch is being installed; retry".into()))
+}
+
+/// On a read replica: whether the store ran two or more epochs past `epoch` while a
+/// proof at `epoch` was being read. akd keeps only one previous version of a tree
+/// node, so such a proof may have read nodes without their `epoch` version; it is
+/// dropped and the request retried on a newer view. (The publisher instead holds its
+/// next commit until readers of the view before are done, so it never needs this.)
+async fn ran_ahead(state: &AppState, epoch: u64) -> Result<bool, ApiError> {
+    if state.shared.intake.is_some() {
+        return Ok(false);
+    }
+    let stored = state
+        .shared
+        .storage
+        .stored_azks()
+        .await?
+        .map_or(0, |azks| azks.get_latest_epoch());
+    Ok(stored > epoch.saturating_add(1))
 }
 
 /// Whether `label` has a value at or before `epoch`, by our own index (akd reports

@@ -43,6 +43,7 @@ async fn start_guarded(
     let token_hash = keys.token_hash;
     let metrics = Metrics::new().expect("metrics");
     let config = PublisherConfig {
+        backend: crate::storage::Backend::Rocks,
         db_path: data.db(),
         storage: StorageConfig {
             block_cache_bytes: 8 << 20,
@@ -449,6 +450,7 @@ async fn a_directory_whose_heads_another_key_signed_refuses_to_start() {
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     crate::datadir::create_private_file(&data.signing_key(), other.as_bytes()).expect("new key");
     let config = PublisherConfig {
+        backend: crate::storage::Backend::Rocks,
         db_path: data.db(),
         storage: StorageConfig::default(),
         max_per_epoch: 10,

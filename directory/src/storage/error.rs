@@ -1,11 +1,11 @@
-//! Errors of the RocksDB storage layer.
+//! Errors of the storage layer (both backends).
 
 use super::cf::Cf;
 use std::path::PathBuf;
 
 pub use kt_codec::DecodeError;
 
-/// Errors of [`super::RocksStorage`]. akd sees them as `akd::errors::StorageError`
+/// Errors of [`super::RocksStorage`] and [`super::MysqlStorage`]. akd sees them as `akd::errors::StorageError`
 /// (a string); our own callers keep the typed source.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -50,15 +50,43 @@ pub enum StorageError {
         #[source]
         source: DecodeError,
     },
+    /// The MySQL-protocol server could not be reached, or refused a statement.
+    #[error("MySQL {op} failed: {source}")]
+    Mysql {
+        /// What was being done (`connect`, `get`, `commit`, ...).
+        op: &'static str,
+        /// The driver's reason.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The MySQL-protocol server could not be reached at start-up.
+    #[error("cannot connect to MySQL at {target}: {source}")]
+    MysqlConnect {
+        /// `user@host:port/database` (no password).
+        target: String,
+        /// The driver's reason.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A MySQL-protocol database whose settings or contents this build cannot use
+    /// (e.g. `max_allowed_packet` too small, a row of an unexpected shape).
+    #[error("MySQL database unusable: {0}")]
+    MysqlSetup(String),
+    /// A read replica was pointed at a store no publisher has written.
+    #[error("empty store: {0}")]
+    Empty(String),
+    /// A write was asked of a read replica's store.
+    #[error("this store is a read replica's: it never writes")]
+    ReadOnly,
     /// akd handed us a storage key this layout cannot represent.
     #[error("unsupported storage key: {0}")]
     BadKey(String),
     /// An earlier write failed: the state on disk is whatever RocksDB recovered, and
     /// guessing on from memory could diverge from it. Restart to re-read the disk.
-    #[error("an earlier write to RocksDB failed; refusing further writes until restart")]
+    #[error("an earlier write to the store failed; refusing further writes until restart")]
     WritesFenced,
     /// The database was written by a different on-disk schema.
-    #[error("data directory has storage schema {found}, this build reads schema {expected}")]
+    #[error("the store has storage schema {found}, this build reads schema {expected}")]
     Schema {
         /// What the disk says.
         found: String,
@@ -92,8 +120,11 @@ impl StorageError {
 impl From<StorageError> for akd::errors::StorageError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Open { .. } | StorageError::Task(_) => akd::errors::StorageError::Connection(e.to_string()),
-            StorageError::Write { .. } | StorageError::WritesFenced => {
+            StorageError::Open { .. }
+            | StorageError::Task(_)
+            | StorageError::Mysql { .. }
+            | StorageError::MysqlConnect { .. } => akd::errors::StorageError::Connection(e.to_string()),
+            StorageError::Write { .. } | StorageError::WritesFenced | StorageError::ReadOnly => {
                 akd::errors::StorageError::Transaction(e.to_string())
             }
             _ => akd::errors::StorageError::Other(e.to_string()),

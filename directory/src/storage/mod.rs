@@ -1,18 +1,29 @@
-//! akd's [`Database`] on RocksDB.
+//! akd's [`Database`], on one of two backends, and the publisher's own records.
 //!
-//! One column family per record kind ([`Cf`]), our own compact value encoding
-//! ([`codec`]), a per-user key layout so every `ValueStateRetrievalFlag` is a seek,
-//! and one synced `WriteBatch` per akd transaction commit, so an epoch lands whole or
-//! not at all. Every RocksDB call runs on tokio's blocking pool, off the async workers.
+//! - [`RocksStorage`] ([`rocks`]): an embedded RocksDB, the default. A read replica
+//!   opens it as a RocksDB *secondary* that follows the primary's files.
+//! - [`MysqlStorage`] ([`mysql`]): any server speaking the MySQL protocol (MariaDB,
+//!   MySQL, a Vitess cluster), for directories that outgrow one machine; publisher and
+//!   replicas share the database.
+//!
+//! [`Store`] is the one the service runs: it dispatches to either, so the publisher,
+//! the queue and the HTTP layer are written once. Both keep the same contract: an akd
+//! transaction commit (a whole epoch, plus the writes of a staged [`CommitHook`])
+//! lands atomically; after a failed write, further writes are refused
+//! ([`StorageError::WritesFenced`]) until a restart re-reads the store.
 
 pub mod cf;
 pub use kt_codec as codec;
 pub mod config;
 pub mod error;
+pub mod mysql;
+pub mod rocks;
 
 pub use cf::Cf;
 pub use config::StorageConfig;
 pub use error::{DecodeError, StorageError};
+pub use mysql::MysqlStorage;
+pub use rocks::RocksStorage;
 
 use akd::errors::StorageError as AkdStorageError;
 use akd::storage::types::{DbRecord, KeyData, StorageType, ValueState, ValueStateKey, ValueStateRetrievalFlag};
@@ -20,20 +31,15 @@ use akd::storage::{Database, DbSetState, Storable};
 use akd::tree_node::TreeNodeWithPreviousValue;
 use akd::{AkdLabel, AkdValue, Azks};
 use async_trait::async_trait;
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
-    ReadOptions, WriteBatch, WriteOptions,
-};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 /// Key of the akd `Azks` row in [`Cf::Meta`].
 const AZKS_KEY: &[u8] = b"azks";
 /// Key of the storage schema version in [`Cf::Meta`].
 const SCHEMA_KEY: &[u8] = b"schema";
-/// The on-disk layout this build reads and writes (column families, keys, codec).
+/// The RocksDB layout this build reads and writes (column families, keys, codec).
 ///
 /// 2: adds the publisher's column families (queue, outcomes, heads, audit blobs).
 pub const SCHEMA_VERSION: u32 = 2;
@@ -48,38 +54,219 @@ pub enum Write {
 }
 
 /// Computes extra writes from the records of akd's next transaction commit; they land
-/// in the same `WriteBatch`, so the publisher's bookkeeping (queue removal, outcomes,
+/// in the same atomic write, so the publisher's bookkeeping (queue removal, outcomes,
 /// the signed head) is atomic with the epoch itself. An error aborts the commit.
 pub type CommitHook = Box<dyn FnOnce(&[DbRecord]) -> Result<Vec<Write>, StorageError> + Send>;
 
-/// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
-#[derive(Clone, Debug)]
-pub struct RocksStorage {
-    inner: Arc<Inner>,
+/// A raw `(key, value)` pair of one of the publisher's column families.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// Which backend, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded RocksDB in the data directory's `db/`.
+    Rocks,
+    /// A MySQL-protocol server, `mysql://user:password@host:port/database`.
+    Mysql {
+        /// The connection URL (it may hold a password: never log it whole).
+        url: String,
+    },
 }
 
-struct Inner {
-    /// The open database; all column families of [`Cf::ALL`] exist in it.
-    db: DB,
-    /// Where it lives, for error messages and reopening.
-    path: PathBuf,
-    /// Whether writes fsync the WAL (see [`StorageConfig::sync_writes`]).
-    sync_writes: bool,
-    /// Set after any failed write: akd's in-memory view may now disagree with the disk,
-    /// so further writes are refused until a restart re-reads it.
-    fenced: AtomicBool,
-    /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
-    commit_hook: Mutex<Option<CommitHook>>,
-    /// Label lengths at which at least one tree node is stored. A lookup's greedy
-    /// preload asks for the node at every prefix length of three labels (~250 keys,
-    /// nearly all absent), but nodes only exist near the top of the tree and at the
-    /// leaves: probes at a length no node has are answered here, not by RocksDB.
-    node_lengths: NodeLengths,
+/// The store the service runs on: either backend, behind one type.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded RocksDB (a primary, or a read replica's secondary instance).
+    Rocks(RocksStorage),
+    /// A MySQL-protocol database.
+    Mysql(MysqlStorage),
 }
 
-/// A set of tree-node label lengths (0 to 256). akd never deletes a node, so the set
-/// only grows; a length is added before the write holding it, so a reader never
-/// skips a stored node (a failed write leaves a length that costs a probe, no more).
+/// Calls the same method on whichever backend `$store` is.
+macro_rules! each {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            Store::Rocks($s) => $body,
+            Store::Mysql($s) => $body,
+        }
+    };
+}
+
+impl From<RocksStorage> for Store {
+    fn from(s: RocksStorage) -> Store {
+        Store::Rocks(s)
+    }
+}
+
+impl From<MysqlStorage> for Store {
+    fn from(s: MysqlStorage) -> Store {
+        Store::Mysql(s)
+    }
+}
+
+/// Who opens a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The publisher: creates what is missing, writes.
+    Writer,
+    /// A read replica: never writes; a store no publisher has written is an error.
+    /// For RocksDB, `secondary_dir` holds the secondary instance's own files.
+    Replica {
+        /// The replica's own directory (RocksDB only).
+        secondary_dir: PathBuf,
+    },
+}
+
+impl Store {
+    /// Opens `backend`: RocksDB at `db_path` (tuned by `config`), or the MySQL URL.
+    pub async fn open(
+        backend: &Backend,
+        db_path: PathBuf,
+        config: StorageConfig,
+        role: Role,
+    ) -> Result<Store, StorageError> {
+        match backend {
+            Backend::Rocks => {
+                let storage = tokio::task::spawn_blocking(move || match role {
+                    Role::Writer => RocksStorage::open(db_path, &config),
+                    Role::Replica { secondary_dir } => RocksStorage::open_secondary(db_path, secondary_dir, &config),
+                })
+                .await??;
+                Ok(Store::Rocks(storage))
+            }
+            Backend::Mysql { url } => Ok(Store::Mysql(MysqlStorage::open(url, role != Role::Writer).await?)),
+        }
+    }
+
+    /// Where the data lives, for logs and errors (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Rocks(s) => format!("RocksDB at {}", s.path().display()),
+            Store::Mysql(s) => format!("MySQL database {}", s.describe()),
+        }
+    }
+
+    /// The `Azks` row as stored (the last committed epoch), read from the store.
+    pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
+        each!(self, s => s.stored_azks().await)
+    }
+
+    /// Applies `writes` atomically.
+    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StorageError> {
+        each!(self, s => s.write(writes).await)
+    }
+
+    /// One value of one of the publisher's column families.
+    pub async fn get_raw(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        each!(self, s => s.get_raw(cf, key).await)
+    }
+
+    /// Up to `limit` entries of `cf` with keys `>= from`, in key order.
+    pub async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
+        each!(self, s => s.scan(cf, from, limit).await)
+    }
+
+    /// The entry with the greatest key in `cf`.
+    pub async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
+        each!(self, s => s.last(cf).await)
+    }
+
+    /// Counts the entries of `cf` (start-up only).
+    pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
+        each!(self, s => s.count(cf).await)
+    }
+
+    /// `label`'s newest (version, epoch, value) at or before `epoch`, straight from the
+    /// store: `None` only when the label truly has no state.
+    pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
+        each!(self, s => s.latest_state(label, epoch).await)
+    }
+
+    /// Stages `hook` for akd's next transaction commit (replacing any staged one).
+    pub fn stage_commit_hook(&self, hook: CommitHook) {
+        each!(self, s => s.stage_commit_hook(hook))
+    }
+
+    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
+    pub fn clear_commit_hook(&self) -> bool {
+        each!(self, s => s.clear_commit_hook())
+    }
+
+    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
+    pub fn is_fenced(&self) -> bool {
+        each!(self, s => s.is_fenced())
+    }
+
+    /// Bytes stored per column family (RocksDB: live SST and blob files; MySQL: the
+    /// tables' data and index length as the server reports them).
+    pub async fn live_bytes_all(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
+        each!(self, s => s.live_bytes_all().await)
+    }
+
+    /// Makes what the writer committed since the last call visible to this reader: a
+    /// RocksDB secondary catches up with the primary's files; both backends learn the
+    /// tree-node lengths written since (see [`NodeLengths`]). Call it before reading a
+    /// new epoch.
+    pub async fn refresh(&self) -> Result<(), StorageError> {
+        each!(self, s => s.refresh().await)
+    }
+
+    /// Learns the tree-node lengths stored now, without catching up first. A reader
+    /// of a live store (MySQL) calls it *after* reading the head it will serve, so
+    /// every node that head's epoch wrote is covered.
+    pub async fn learn_node_lengths(&self) -> Result<(), StorageError> {
+        each!(self, s => s.learn_node_lengths().await)
+    }
+}
+
+#[async_trait]
+impl Database for Store {
+    async fn set(&self, record: DbRecord) -> Result<(), AkdStorageError> {
+        each!(self, s => s.set(record).await)
+    }
+
+    async fn batch_set(&self, records: Vec<DbRecord>, state: DbSetState) -> Result<(), AkdStorageError> {
+        each!(self, s => s.batch_set(records, state).await)
+    }
+
+    async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
+        each!(self, s => s.get::<St>(id).await)
+    }
+
+    async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
+        each!(self, s => s.batch_get::<St>(ids).await)
+    }
+
+    async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
+        each!(self, s => s.get_user_data(username).await)
+    }
+
+    async fn get_user_state(
+        &self,
+        username: &AkdLabel,
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<ValueState, AkdStorageError> {
+        each!(self, s => s.get_user_state(username, flag).await)
+    }
+
+    async fn get_user_state_versions(
+        &self,
+        usernames: &[AkdLabel],
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
+        each!(self, s => s.get_user_state_versions(usernames, flag).await)
+    }
+}
+
+/// A set of tree-node label lengths (0 to 256). A lookup's greedy preload asks for the
+/// node at every prefix length of three labels (~250 keys, nearly all absent), but
+/// nodes only exist near the top of the tree and at the leaves: probes at a length no
+/// node has are answered here, not by the store.
+///
+/// akd never deletes a node, so the set only grows. The writer adds a length before
+/// the write holding it, so it never skips a stored node (a failed write leaves a
+/// length that costs a probe, no more). A reader in another process learns new lengths
+/// from [`Store::refresh`] before it serves a new epoch.
 #[derive(Debug, Default)]
 struct NodeLengths {
     /// Bit `len` is set when a node of that length may be stored.
@@ -107,99 +294,6 @@ impl NodeLengths {
             _ => false,
         }
     }
-
-    /// The lengths stored in `db`: one seek per length (tree-node keys start with the
-    /// label length, big-endian).
-    fn scan(db: &DB, cf: &ColumnFamily) -> Result<NodeLengths, StorageError> {
-        let lengths = NodeLengths::default();
-        let mut opts = ReadOptions::default();
-        opts.set_total_order_seek(true);
-        let mut it = db.raw_iterator_cf_opt(cf, opts);
-        let mut len = 0u32;
-        it.seek_to_first();
-        // Seek to the first key at or after each length; jump to the length found.
-        while let Some(key) = it.key() {
-            let found = key_label_len(key).ok_or_else(|| {
-                StorageError::corrupt(
-                    Cf::TreeNodes,
-                    key,
-                    codec::DecodeError::Truncated {
-                        field: "tree-node key label length",
-                        needed: 4 - key.len(),
-                    },
-                )
-            })?;
-            lengths.insert(found);
-            let Some(next) = found.checked_add(1) else { break };
-            len = len.max(next);
-            it.seek(len.to_be_bytes());
-        }
-        it.status().map_err(|source| StorageError::Rocks {
-            cf: Cf::TreeNodes,
-            op: "scan",
-            source,
-        })?;
-        Ok(lengths)
-    }
-}
-
-/// Where a read may look. Reads of what is in memory (memtables and the block cache)
-/// cannot block, so they run where they are asked, on an async worker; only what needs
-/// a file goes to a blocking thread. A lookup makes several small reads, and the hand-off
-/// to a blocking thread (a futex wake and two context switches) cost more than reading
-/// from the block cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tier {
-    /// Memtables and block cache only; RocksDB answers `Incomplete` for the rest.
-    Memory,
-    /// Files too: blocking threads only.
-    Disk,
-}
-
-impl Tier {
-    fn options(self) -> ReadOptions {
-        let mut opts = ReadOptions::default();
-        if self == Tier::Memory {
-            opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        }
-        opts
-    }
-}
-
-/// Largest `batch_get` tried from memory on the caller's thread (a lookup's, once
-/// [`NodeLengths`] has dropped its impossible keys); larger ones (the publisher's
-/// preloads, tens of thousands of keys) go to a blocking thread at once.
-const MEMORY_BATCH_MAX: usize = 256;
-
-/// The keys of one `batch_get`, by column family.
-#[derive(Debug, Default)]
-struct Batch {
-    /// The `Azks` row is asked for.
-    azks: bool,
-    /// Tree-node keys.
-    nodes: Vec<Vec<u8>>,
-    /// Value-state keys.
-    states: Vec<Vec<u8>>,
-}
-
-impl Batch {
-    /// Adds `key`, unless it is a tree node at a length no node has.
-    fn add(&mut self, key: Key, lengths: &NodeLengths) {
-        match key {
-            Key::Azks => self.azks = true,
-            Key::Node(k) if lengths.may_contain(node_key_len(&k)) => self.nodes.push(k.to_vec()),
-            Key::Node(_) => {}
-            Key::State { user, epoch } => self.states.push(codec::value_state_key(&user, epoch)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.azks) + self.nodes.len() + self.states.len()
-    }
 }
 
 /// The label length a tree-node key starts with (`None` if the key is shorter than
@@ -214,19 +308,6 @@ fn key_label_len(key: &[u8]) -> Option<u32> {
 fn node_key_len(key: &[u8; codec::NODE_KEY_LEN]) -> u32 {
     key_label_len(key).unwrap_or(u32::MAX)
 }
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("path", &self.path)
-            .field("sync_writes", &self.sync_writes)
-            .field("fenced", &self.fenced)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A raw `(key, value)` pair read from RocksDB.
-pub type RawEntry = (Vec<u8>, Vec<u8>);
 
 /// A storage key of one of akd's record kinds, in our layout.
 enum Key {
@@ -253,687 +334,6 @@ impl Key {
     }
 }
 
-impl RocksStorage {
-    /// Opens (creating if missing) the database at `path`. Blocking: call it at start-up
-    /// or from `spawn_blocking`.
-    pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self, StorageError> {
-        let path = path.as_ref().to_path_buf();
-        let cache = Cache::new_lru_cache(config.block_cache_bytes);
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_max_background_jobs(config.background_jobs);
-        db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_keep_log_file_num(4);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, config, &cache)));
-        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|source| StorageError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let node_lengths = NodeLengths::scan(
-            &db,
-            db.cf_handle(Cf::TreeNodes.name())
-                .ok_or_else(|| StorageError::BadKey("column family tree_nodes missing".into()))?,
-        )?;
-        let storage = RocksStorage {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                sync_writes: config.sync_writes,
-                fenced: AtomicBool::new(false),
-                commit_hook: Mutex::new(None),
-                node_lengths,
-            }),
-        };
-        storage.inner.check_schema()?;
-        Ok(storage)
-    }
-
-    /// The data directory.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// The `Azks` row as stored (the last committed epoch), read straight from disk.
-    pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
-        self.blocking(|inner| inner.get_azks()).await
-    }
-
-    /// Flushes every column family's memtables to SST files (so that
-    /// [`RocksStorage::live_bytes`] counts everything written).
-    pub async fn flush(&self) -> Result<(), StorageError> {
-        self.blocking(|inner| {
-            for cf in Cf::ALL {
-                inner.db.flush_cf(inner.cf(cf)?).map_err(|source| StorageError::Rocks {
-                    cf,
-                    op: "flush",
-                    source,
-                })?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Flushes memtables and compacts every column family (benchmarks measure bytes on
-    /// disk after this).
-    pub async fn compact(&self) -> Result<(), StorageError> {
-        self.flush().await?;
-        self.blocking(|inner| {
-            for cf in Cf::ALL {
-                inner.db.compact_range_cf(inner.cf(cf)?, None::<&[u8]>, None::<&[u8]>);
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Bytes on disk of one column family's live data: its SST files plus its blob
-    /// files (audit blobs live in blob files, outside the SSTs). Memtables not yet
-    /// flushed are not counted.
-    pub fn live_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
-        let handle = self.inner.cf(cf)?;
-        let mut total = 0;
-        for property in ["rocksdb.live-sst-files-size", "rocksdb.live-blob-file-size"] {
-            let v = self
-                .inner
-                .db
-                .property_int_value_cf(handle, property)
-                .map_err(|source| StorageError::Rocks {
-                    cf,
-                    op: "property",
-                    source,
-                })?;
-            total += v.unwrap_or(0);
-        }
-        Ok(total)
-    }
-
-    /// [`RocksStorage::live_bytes`] of every column family, off the async workers.
-    pub async fn live_bytes_all(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
-        let storage = self.clone();
-        self.blocking(move |_| Cf::ALL.iter().map(|&cf| Ok((cf, storage.live_bytes(cf)?))).collect())
-            .await
-    }
-
-    /// Stages `hook` for akd's next transaction commit (replacing any staged one).
-    pub fn stage_commit_hook(&self, hook: CommitHook) {
-        *self.inner.commit_hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
-    }
-
-    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
-    pub fn clear_commit_hook(&self) -> bool {
-        self.inner
-            .commit_hook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .is_some()
-    }
-
-    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
-    pub fn is_fenced(&self) -> bool {
-        self.inner.fenced.load(Ordering::SeqCst)
-    }
-
-    /// Applies `writes` in one synced `WriteBatch`.
-    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StorageError> {
-        self.blocking(move |inner| {
-            let mut batch = WriteBatch::default();
-            inner.add_writes(&mut batch, writes)?;
-            inner.write(batch)
-        })
-        .await
-    }
-
-    /// One value of one of the publisher's column families.
-    pub async fn get_raw(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
-        self.blocking(move |inner| Ok(inner.get_raw(cf, &key)?.map(|v| v.to_vec())))
-            .await
-    }
-
-    /// Up to `limit` entries of `cf` with keys `>= from`, in key order.
-    pub async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            let mut out = Vec::new();
-            it.seek(&from);
-            while out.len() < limit && it.valid() {
-                if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    out.push((k.to_vec(), v.to_vec()));
-                }
-                it.next();
-            }
-            iter_status(&it, cf)?;
-            Ok(out)
-        })
-        .await
-    }
-
-    /// The entry with the greatest key in `cf`.
-    pub async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            it.seek_to_last();
-            let found = match (it.valid(), it.key(), it.value()) {
-                (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
-                _ => None,
-            };
-            iter_status(&it, cf)?;
-            Ok(found)
-        })
-        .await
-    }
-
-    /// Counts the entries of `cf` (a full scan: start-up only).
-    pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            let mut n = 0u64;
-            it.seek_to_first();
-            while it.valid() {
-                n += 1;
-                it.next();
-            }
-            iter_status(&it, cf)?;
-            Ok(n)
-        })
-        .await
-    }
-
-    /// `label`'s newest (version, value) at or before `epoch`, straight from RocksDB:
-    /// `None` only when the label truly has no state (unlike akd's lookup, which reports
-    /// every storage error as "not found").
-    pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
-        self.blocking(move |inner| {
-            Ok(inner
-                .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch), Tier::Disk)?
-                .map(|s| (s.version, s.epoch, s.value.0)))
-        })
-        .await
-    }
-
-    /// Runs `f` on tokio's blocking pool: RocksDB calls block on disk.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner)).await?
-    }
-}
-
-fn cf_options(cf: Cf, config: &StorageConfig, cache: &Cache) -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    // Filters and indexes live in the block cache (bounded memory) and L0's stay
-    // pinned: every lookup consults them.
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    let mut opts = Options::default();
-    if cf == Cf::AuditBlobs {
-        // Proofs of large epochs run to tens of MB: keep them in blob files so
-        // compactions do not rewrite them.
-        opts.set_enable_blob_files(true);
-        opts.set_min_blob_size(4096);
-        opts.set_blob_compression_type(DBCompressionType::Zstd);
-    }
-    if matches!(cf, Cf::TreeNodes | Cf::ValueStates) {
-        table.set_bloom_filter(config.bloom_bits_per_key, false);
-        table.set_whole_key_filtering(true);
-        // Absent probes that reach a memtable are answered by its own bloom filter too.
-        opts.set_memtable_whole_key_filtering(true);
-        opts.set_memtable_prefix_bloom_ratio(0.05);
-    }
-    opts.set_block_based_table_factory(&table);
-    opts.set_write_buffer_size(config.write_buffer_bytes);
-    opts.set_level_compaction_dynamic_level_bytes(true);
-    // Lookups mostly miss: keep filters on the last level (this is RocksDB's default;
-    // stated because the opposite setting is a common "optimisation").
-    opts.set_optimize_filters_for_hits(false);
-    if config.compression {
-        opts.set_compression_type(DBCompressionType::Lz4);
-        opts.set_bottommost_compression_type(DBCompressionType::Zstd);
-    } else {
-        opts.set_compression_type(DBCompressionType::None);
-    }
-    opts
-}
-
-impl Inner {
-    fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StorageError> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or_else(|| StorageError::BadKey(format!("column family {cf} is not open")))
-    }
-
-    fn check_schema(&self) -> Result<(), StorageError> {
-        let meta = self.cf(Cf::Meta)?;
-        let found = self.db.get_cf(meta, SCHEMA_KEY).map_err(|source| StorageError::Rocks {
-            cf: Cf::Meta,
-            op: "get",
-            source,
-        })?;
-        match found {
-            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
-            Some(v) => Err(StorageError::Schema {
-                found: hex::encode(v),
-                expected: SCHEMA_VERSION,
-            }),
-            None => {
-                let mut batch = WriteBatch::default();
-                batch.put_cf(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
-                self.write(batch)
-            }
-        }
-    }
-
-    fn write_options(&self) -> WriteOptions {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(self.sync_writes);
-        opts
-    }
-
-    /// Writes one batch atomically; any failure fences all later writes.
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        if self.fenced.load(Ordering::SeqCst) {
-            return Err(StorageError::WritesFenced);
-        }
-        let records = batch.len();
-        self.db.write_opt(batch, &self.write_options()).map_err(|source| {
-            self.fenced.store(true, Ordering::SeqCst);
-            tracing::error!(path = %self.path.display(), records, error = %source, "RocksDB write failed; fencing writes");
-            StorageError::Write { records, source }
-        })
-    }
-
-    fn add_writes(&self, batch: &mut WriteBatch, writes: Vec<Write>) -> Result<(), StorageError> {
-        for w in writes {
-            match w {
-                Write::Put(cf, k, v) => {
-                    if cf == Cf::TreeNodes {
-                        // Raw writes of nodes (repairs, tests) count too.
-                        self.node_lengths.insert(key_label_len(&k).unwrap_or(u32::MAX));
-                    }
-                    batch.put_cf(self.cf(cf)?, k, v)
-                }
-                Write::Delete(cf, k) => batch.delete_cf(self.cf(cf)?, k),
-            }
-        }
-        Ok(())
-    }
-
-    fn put_records(&self, records: &[DbRecord], hook: Option<CommitHook>) -> Result<(), StorageError> {
-        let (meta, nodes, states) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
-        let mut batch = WriteBatch::default();
-        if let Some(hook) = hook {
-            let extra = hook(records)?;
-            self.add_writes(&mut batch, extra)?;
-        }
-        for record in records {
-            match record {
-                DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
-                DbRecord::TreeNode(node) => {
-                    self.node_lengths.insert(node.label.label_len);
-                    batch.put_cf(nodes, codec::node_key(&node.label), codec::encode_tree_node(node))
-                }
-                DbRecord::ValueState(state) => batch.put_cf(
-                    states,
-                    codec::value_state_key(&state.username, state.epoch),
-                    codec::encode_value_state(state),
-                ),
-            }
-        }
-        self.write(batch)
-    }
-
-    fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
-        self.get_raw_in(cf, key, Tier::Disk)
-    }
-
-    fn get_raw_in(&self, cf: Cf, key: &[u8], tier: Tier) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
-        self.db
-            .get_pinned_cf_opt(self.cf(cf)?, key, &tier.options())
-            .map_err(|source| StorageError::Rocks { cf, op: "get", source })
-    }
-
-    fn get_azks(&self) -> Result<Option<Azks>, StorageError> {
-        self.get_azks_in(Tier::Disk)
-    }
-
-    fn get_azks_in(&self, tier: Tier) -> Result<Option<Azks>, StorageError> {
-        self.get_raw_in(Cf::Meta, AZKS_KEY, tier)?
-            .map(|v| codec::decode_azks(&v).map_err(|e| StorageError::corrupt(Cf::Meta, AZKS_KEY, e)))
-            .transpose()
-    }
-
-    /// One record; with [`Tier::Memory`], [`StorageError::needs_disk`] if it is not in
-    /// memory.
-    fn get(&self, key: &Key, tier: Tier) -> Result<Option<DbRecord>, StorageError> {
-        Ok(match key {
-            Key::Azks => self.get_azks_in(tier)?.map(DbRecord::Azks),
-            Key::Node(k) if !self.node_lengths.may_contain(node_key_len(k)) => None,
-            Key::Node(k) => self
-                .get_raw_in(Cf::TreeNodes, k, tier)?
-                .map(|v| decode_node(k, &v))
-                .transpose()?,
-            Key::State { user, epoch } => {
-                let k = codec::value_state_key(user, *epoch);
-                self.get_raw_in(Cf::ValueStates, &k, tier)?
-                    .map(|v| decode_state(&k, &v))
-                    .transpose()?
-            }
-        })
-    }
-
-    /// Batched point reads of one kind of record; absent keys are skipped. With
-    /// [`Tier::Memory`], the keys whose blocks are not in memory come back unread.
-    fn multi_get(
-        &self,
-        cf: Cf,
-        mut keys: Vec<Vec<u8>>,
-        tier: Tier,
-    ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
-        keys.sort_unstable();
-        let handle = self.cf(cf)?;
-        let mut out = Vec::with_capacity(keys.len());
-        let mut unread = Vec::new();
-        let opts = tier.options();
-        // RocksDB's MultiGet reads data blocks from files even with the block-cache
-        // read tier (measured with rocksdb 0.25 / RocksDB 11.8; a plain get honours it),
-        // so memory-only batches are a loop of gets.
-        let got: Vec<_> = match tier {
-            Tier::Memory => keys
-                .iter()
-                .map(|k| self.db.get_pinned_cf_opt(handle, k, &opts))
-                .collect(),
-            Tier::Disk => self.db.batched_multi_get_cf_opt(handle, &keys, true, &opts),
-        };
-        for (key, got) in keys.iter().zip(got) {
-            let value = match got {
-                Ok(Some(value)) => value,
-                Ok(None) => continue,
-                Err(e) if tier == Tier::Memory && e.kind() == rocksdb::ErrorKind::Incomplete => {
-                    unread.push(key.clone());
-                    continue;
-                }
-                Err(source) => {
-                    return Err(StorageError::Rocks {
-                        cf,
-                        op: "multi_get",
-                        source,
-                    });
-                }
-            };
-            out.push(match cf {
-                Cf::TreeNodes => decode_node(key, &value)?,
-                Cf::ValueStates => decode_state(key, &value)?,
-                Cf::Meta => {
-                    DbRecord::Azks(codec::decode_azks(&value).map_err(|e| StorageError::corrupt(Cf::Meta, key, e))?)
-                }
-                other => return Err(StorageError::BadKey(format!("akd records are not kept in {other}"))),
-            });
-        }
-        Ok((out, unread))
-    }
-
-    /// The records of `keys` that exist. With [`Tier::Memory`], also the keys that
-    /// must be read from disk (`Batch::is_empty` with [`Tier::Disk`]).
-    fn batch_get(&self, keys: Batch, tier: Tier) -> Result<(Vec<DbRecord>, Batch), StorageError> {
-        let mut out = Vec::new();
-        let mut unread = Batch::default();
-        if keys.azks {
-            match self.get_azks_in(tier) {
-                Ok(a) => out.extend(a.map(DbRecord::Azks)),
-                Err(e) if e.needs_disk() => unread.azks = true,
-                Err(e) => return Err(e),
-            }
-        }
-        if !keys.nodes.is_empty() {
-            let (found, rest) = self.multi_get(Cf::TreeNodes, keys.nodes, tier)?;
-            out.extend(found);
-            unread.nodes = rest;
-        }
-        if !keys.states.is_empty() {
-            let (found, rest) = self.multi_get(Cf::ValueStates, keys.states, tier)?;
-            out.extend(found);
-            unread.states = rest;
-        }
-        Ok((out, unread))
-    }
-
-    fn states_iter(&self) -> Result<DBRawIterator<'_>, StorageError> {
-        self.states_iter_in(Tier::Disk)
-    }
-
-    fn states_iter_in(&self, tier: Tier) -> Result<DBRawIterator<'_>, StorageError> {
-        let mut opts = tier.options();
-        // Per-user seeks cross user boundaries; keep the iterator in total order.
-        opts.set_total_order_seek(true);
-        Ok(self.db.raw_iterator_cf_opt(self.cf(Cf::ValueStates)?, opts))
-    }
-
-    /// All states of `user`, oldest first.
-    fn user_states(&self, user: &[u8]) -> Result<Vec<ValueState>, StorageError> {
-        let prefix = codec::user_prefix(user);
-        let mut it = self.states_iter()?;
-        let mut out = Vec::new();
-        it.seek(&prefix);
-        while let Some((k, v)) = entry_with_prefix(&it, &prefix) {
-            out.push(decode_state_value(k, v)?);
-            it.next();
-        }
-        iter_status(&it, Cf::ValueStates)?;
-        Ok(out)
-    }
-
-    /// The raw `(key, value)` of `user`'s state selected by `flag`, using `it`.
-    fn find_state(
-        it: &mut DBRawIterator<'_>,
-        user: &[u8],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<Option<RawEntry>, StorageError> {
-        let prefix = codec::user_prefix(user);
-        let at = |epoch: u64| [prefix.as_slice(), &epoch.to_be_bytes()].concat();
-        let found = match flag {
-            ValueStateRetrievalFlag::SpecificEpoch(e) => {
-                let target = at(e);
-                it.seek(&target);
-                entry_with_prefix(it, &prefix).filter(|(k, _)| *k == target.as_slice())
-            }
-            ValueStateRetrievalFlag::LeqEpoch(e) => {
-                it.seek_for_prev(at(e));
-                entry_with_prefix(it, &prefix)
-            }
-            ValueStateRetrievalFlag::MaxEpoch => {
-                it.seek_for_prev(at(u64::MAX));
-                entry_with_prefix(it, &prefix)
-            }
-            ValueStateRetrievalFlag::MinEpoch => {
-                it.seek(&prefix);
-                entry_with_prefix(it, &prefix)
-            }
-            ValueStateRetrievalFlag::SpecificVersion(version) => {
-                // Versions grow with epochs but are not epochs: walk this user's states.
-                it.seek(&prefix);
-                loop {
-                    let Some((k, v)) = entry_with_prefix(it, &prefix) else {
-                        break None;
-                    };
-                    let (got, _) =
-                        codec::decode_version_and_value(v).map_err(|e| StorageError::corrupt(Cf::ValueStates, k, e))?;
-                    if got == version {
-                        break Some((k, v));
-                    }
-                    it.next();
-                }
-            }
-        }
-        .map(|(k, v)| (k.to_vec(), v.to_vec()));
-        iter_status(it, Cf::ValueStates)?;
-        Ok(found)
-    }
-
-    fn user_state(
-        &self,
-        user: &[u8],
-        flag: ValueStateRetrievalFlag,
-        tier: Tier,
-    ) -> Result<Option<ValueState>, StorageError> {
-        let mut it = self.states_iter_in(tier)?;
-        Self::find_state(&mut it, user, flag)?
-            .map(|(k, v)| decode_state_value(&k, &v))
-            .transpose()
-    }
-
-    fn user_state_versions(
-        &self,
-        users: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
-        let mut it = self.states_iter()?;
-        let mut out = HashMap::with_capacity(users.len());
-        // Seeking in key order keeps the iterator moving forward through the files.
-        let mut sorted: Vec<&AkdLabel> = users.iter().collect();
-        sorted.sort_by_cached_key(|user| codec::user_prefix(user));
-        for user in sorted {
-            if let Some((k, v)) = Self::find_state(&mut it, user, flag)? {
-                let decoded =
-                    codec::decode_version_and_value(&v).map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                out.insert(user.clone(), decoded);
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The iterator's current entry if it is valid and belongs to `prefix`'s user.
-fn entry_with_prefix<'a>(it: &'a DBRawIterator<'_>, prefix: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
-    if !it.valid() {
-        return None;
-    }
-    let (k, v) = (it.key()?, it.value()?);
-    k.starts_with(prefix).then_some((k, v))
-}
-
-fn iter_status(it: &DBRawIterator<'_>, cf: Cf) -> Result<(), StorageError> {
-    it.status().map_err(|source| StorageError::Rocks {
-        cf,
-        op: "iterate",
-        source,
-    })
-}
-
-fn decode_node(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
-    let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
-    let label = codec::node_label_from_key(key).map_err(corrupt)?;
-    Ok(DbRecord::TreeNode(
-        codec::decode_tree_node(label, value).map_err(corrupt)?,
-    ))
-}
-
-fn decode_state_value(key: &[u8], value: &[u8]) -> Result<ValueState, StorageError> {
-    let corrupt = |e| StorageError::corrupt(Cf::ValueStates, key, e);
-    let (user, epoch) = codec::split_value_state_key(key).map_err(corrupt)?;
-    codec::decode_value_state(user, epoch, value).map_err(corrupt)
-}
-
-fn decode_state(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
-    decode_state_value(key, value).map(DbRecord::ValueState)
-}
-
 fn not_found(what: impl std::fmt::Debug) -> AkdStorageError {
     AkdStorageError::NotFound(format!("{what:?}"))
-}
-
-#[async_trait]
-impl Database for RocksStorage {
-    async fn set(&self, record: DbRecord) -> Result<(), AkdStorageError> {
-        self.batch_set(vec![record], DbSetState::General).await
-    }
-
-    /// One synced `WriteBatch`: a `TransactionCommit` (a whole epoch) lands atomically,
-    /// together with the writes of a staged [`CommitHook`].
-    async fn batch_set(&self, records: Vec<DbRecord>, state: DbSetState) -> Result<(), AkdStorageError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let hook = match state {
-            DbSetState::TransactionCommit => self
-                .inner
-                .commit_hook
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-            DbSetState::General => None,
-        };
-        Ok(self.blocking(move |inner| inner.put_records(&records, hook)).await?)
-    }
-
-    async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
-        let key = Key::of::<St>(id)?;
-        let found = match self.inner.get(&key, Tier::Memory) {
-            Err(e) if e.needs_disk() => self.blocking(move |inner| inner.get(&key, Tier::Disk)).await?,
-            done => done?,
-        };
-        found.ok_or_else(|| not_found((St::data_type(), id)))
-    }
-
-    /// Batched reads; missing keys are skipped, as akd's preloads expect. What is in
-    /// memory is read here, the rest in one trip to a blocking thread.
-    async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
-        let mut keys = Batch::default();
-        for id in ids {
-            keys.add(Key::of::<St>(id)?, &self.inner.node_lengths);
-        }
-        if keys.len() > MEMORY_BATCH_MAX {
-            // The publisher's preloads: one batched read on a blocking thread.
-            return Ok(self.blocking(move |inner| inner.batch_get(keys, Tier::Disk)).await?.0);
-        }
-        let (mut found, unread) = self.inner.batch_get(keys, Tier::Memory)?;
-        if !unread.is_empty() {
-            let (rest, _) = self.blocking(move |inner| inner.batch_get(unread, Tier::Disk)).await?;
-            found.extend(rest);
-        }
-        Ok(found)
-    }
-
-    async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
-        let user = username.0.clone();
-        let states = self.blocking(move |inner| inner.user_states(&user)).await?;
-        if states.is_empty() {
-            return Err(not_found(username));
-        }
-        Ok(KeyData { states })
-    }
-
-    async fn get_user_state(
-        &self,
-        username: &AkdLabel,
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<ValueState, AkdStorageError> {
-        let found = match self.inner.user_state(&username.0, flag, Tier::Memory) {
-            Err(e) if e.needs_disk() => {
-                let user = username.0.clone();
-                self.blocking(move |inner| inner.user_state(&user, flag, Tier::Disk))
-                    .await?
-            }
-            done => done?,
-        };
-        found.ok_or_else(|| not_found((username, flag)))
-    }
-
-    async fn get_user_state_versions(
-        &self,
-        usernames: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
-        let users = usernames.to_vec();
-        Ok(self
-            .blocking(move |inner| inner.user_state_versions(&users, flag))
-            .await?)
-    }
 }

@@ -1,4 +1,5 @@
 //! Helpers shared by the storage integration tests.
+#![allow(dead_code)] // each test crate uses a different part of it
 
 use kt_directory::storage::Cf;
 use std::path::Path;
@@ -10,4 +11,122 @@ pub fn put_raw(path: &Path, cf: Cf, key: &[u8], value: &[u8]) {
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, names).expect("raw open");
     let handle = db.cf_handle(cf.name()).expect("column family");
     db.put_cf(handle, key, value).expect("raw put");
+}
+
+/// A store for one test: a RocksDB in a temporary directory, or a fresh database on
+/// the MariaDB server named by `KT_TEST_MYSQL_URL` (`scripts/mariadb.sh` starts one).
+#[derive(Debug)]
+pub enum TestStore {
+    /// RocksDB in `dir/db`.
+    Rocks(tempfile::TempDir),
+    /// The URL of a database made for this test.
+    Mysql(String),
+}
+
+impl TestStore {
+    pub fn rocks() -> TestStore {
+        TestStore::Rocks(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A new, empty database; `None` (the test is skipped, loudly) when no server is
+    /// configured, unless `KT_REQUIRE_MYSQL=1` (the test command sets it) makes that
+    /// a failure.
+    pub async fn mysql(test: &str) -> Option<TestStore> {
+        let url = kt_test_mysql::fresh_database(test).await?;
+        Some(TestStore::Mysql(url))
+    }
+
+    /// Opens the store as the publisher does.
+    pub async fn open(&self) -> kt_directory::storage::Store {
+        use kt_directory::storage::{Backend, Role, StorageConfig, Store};
+        let (backend, path) = match self {
+            TestStore::Rocks(dir) => (Backend::Rocks, dir.path().join("db")),
+            TestStore::Mysql(url) => (Backend::Mysql { url: url.clone() }, Default::default()),
+        };
+        Store::open(&backend, path, StorageConfig::default(), Role::Writer)
+            .await
+            .expect("open store")
+    }
+}
+
+/// Databases on the test MariaDB server.
+pub mod kt_test_mysql {
+    use mysql_async::prelude::Queryable;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    /// Creates a database named after `test` and returns its URL (see
+    /// [`super::TestStore::mysql`] for when it is `None`).
+    pub async fn fresh_database(test: &str) -> Option<String> {
+        let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
+            assert!(
+                std::env::var("KT_REQUIRE_MYSQL").as_deref() != Ok("1"),
+                "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set"
+            );
+            eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
+            return None;
+        };
+        let base = base.trim_end_matches('/').to_owned();
+        let name = format!(
+            "kt_{}_{}_{}",
+            test.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(24)
+                .collect::<String>(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let pool = mysql_async::Pool::new(base.as_str());
+        let mut conn = pool.get_conn().await.expect("connect to the test MariaDB");
+        conn.query_drop(format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        drop(conn);
+        pool.disconnect().await.expect("disconnect");
+        Some(format!("{base}/{name}"))
+    }
+}
+
+/// Runs `async fn $name(store: TestStore)` twice: `$name::rocksdb` and `$name::mysql`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rocksdb() {
+                super::$name(super::support::TestStore::rocks()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                if let Some(store) = super::support::TestStore::mysql(stringify!($name)).await {
+                    super::$name(store).await;
+                }
+            }
+        }
+    )*};
+}
+
+impl TestStore {
+    /// Overwrites a tree node's stored value behind the storage layer's back. The
+    /// store must be closed (RocksDB).
+    pub async fn plant_node(&self, key: &[u8], value: &[u8]) {
+        match self {
+            TestStore::Rocks(dir) => put_raw(&dir.path().join("db"), Cf::TreeNodes, key, value),
+            TestStore::Mysql(url) => {
+                use mysql_async::prelude::Queryable;
+                let pool = mysql_async::Pool::new(url.as_str());
+                let mut conn = pool.get_conn().await.expect("connect");
+                conn.exec_drop(
+                    "UPDATE kt_tree_nodes SET v = ? WHERE k = ?",
+                    (value.to_vec(), key.to_vec()),
+                )
+                .await
+                .expect("plant");
+                drop(conn);
+                pool.disconnect().await.expect("disconnect");
+            }
+        }
+    }
 }
