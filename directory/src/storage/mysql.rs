@@ -456,6 +456,16 @@ impl MysqlStorage {
             .collect())
     }
 
+    /// Refreshes the server's table statistics (`ANALYZE TABLE`), on which
+    /// [`MysqlStorage::live_bytes_all`] is based.
+    pub async fn analyze(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn().await?;
+        let tables: Vec<&str> = Cf::ALL.iter().map(|&cf| table(cf)).collect();
+        conn.query_drop(format!("ANALYZE TABLE {}", tables.join(", ")))
+            .await
+            .map_err(db_err("analyze"))
+    }
+
     /// One transaction: the publisher's `extra` writes, akd's records, the `Azks` row
     /// last. Any failure fences later writes.
     async fn commit(&self, records: &[DbRecord], extra: Vec<Write>) -> Result<(), StorageError> {

@@ -85,6 +85,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         &args.out,
         args.load_batch.max(args.updates),
         args.block_cache_mib,
+        args.mysql_url.as_deref(),
     )
     .await?;
     tracing::info!(url = %dir.url, log = %args.out.join("directory.log").display(), "directory started");
@@ -138,8 +139,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     dir.stop()?;
     let db_path = kt_directory::DataDir::new(&args.data_dir).db();
     let versions = population + progress.rotations;
-    let (disk, disk_compacted) = measure_disk(&db_path, population, versions, args.compact).await?;
-    let db_dir_bytes = dir_bytes(&db_path)?;
+    let (disk, disk_compacted, db_dir_bytes) = match &args.mysql_url {
+        None => {
+            let (disk, compacted) = measure_disk(&db_path, population, versions, args.compact).await?;
+            (disk, compacted, dir_bytes(&db_path)?)
+        }
+        Some(url) => {
+            let disk = measure_mysql_disk(url, population, versions).await?;
+            let total = disk.bytes.values().sum();
+            (disk, None, total)
+        }
+    };
     let report = RunReport {
         started_unix,
         machine: Machine::detect(),
@@ -151,6 +161,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         baseline,
         idle_reads,
         epochs,
+        storage: if args.mysql_url.is_some() { "mysql" } else { "rocksdb" }.into(),
         db_dir_bytes,
         disk,
         disk_compacted,
@@ -355,6 +366,19 @@ async fn measure_disk(db: &Path, entries: u64, versions: u64, compact: bool) -> 
         None
     };
     Ok((flushed, compacted))
+}
+
+/// The MySQL tables' sizes as the server reports them, after `ANALYZE TABLE` brings
+/// its statistics up to date.
+async fn measure_mysql_disk(url: &str, entries: u64, versions: u64) -> anyhow::Result<Disk> {
+    let storage = kt_directory::storage::MysqlStorage::open(url, false).await?;
+    storage.analyze().await?;
+    let all = storage.live_bytes_all().await?;
+    Ok(Disk::new(
+        all.into_iter().map(|(cf, b)| (cf.name().to_owned(), b)).collect(),
+        entries,
+        versions,
+    ))
 }
 
 /// Bytes of every file under `path`.

@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// RocksDB block cache of the directory, MiB.
     #[arg(long, default_value_t = 1024)]
     pub block_cache_mib: usize,
+    /// Run the directory on this MySQL-protocol database (`kt-directory serve
+    /// --mysql-url`) instead of the data directory's RocksDB. Bytes on disk are then
+    /// the server's own table sizes (after `ANALYZE TABLE`).
+    #[arg(long, env = "KT_LOAD_MYSQL_URL", hide_env_values = true)]
+    pub mysql_url: Option<String>,
     /// After the run, also compact the database fully and report its size again
     /// (minutes at 10M entries).
     #[arg(long)]

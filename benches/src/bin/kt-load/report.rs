@@ -33,13 +33,20 @@ pub struct RunReport {
     pub idle_reads: ReadStats,
     /// The measured epochs.
     pub epochs: Vec<EpochReport>,
+    /// The directory's store: `rocksdb` or `mysql` (reports before it were RocksDB).
+    #[serde(default = "rocksdb")]
+    pub storage: String,
     /// Bytes of the RocksDB directory on disk after the run (every file: SSTs, blob
-    /// files, WAL, logs).
+    /// files, WAL, logs); for MySQL, the tables' data and index bytes.
     pub db_dir_bytes: u64,
     /// Live bytes by column family after the run, memtables flushed.
     pub disk: Disk,
     /// The same after a full compaction (`--compact`).
     pub disk_compacted: Option<Disk>,
+}
+
+fn rocksdb() -> String {
+    "rocksdb".into()
 }
 
 /// Live bytes on disk by column family, and per entry.
@@ -271,12 +278,21 @@ impl RunReport {
                 e.reads.errors
             );
         }
-        let _ = writeln!(
-            s,
-            "\nRocksDB directory on disk after the run: {:.2} GB (every file).\n",
-            self.db_dir_bytes as f64 / 1e9
-        );
-        s.push_str(&self.disk.markdown("after the run, memtables flushed"));
+        if self.storage == "mysql" {
+            let _ = writeln!(
+                s,
+                "\nMySQL tables after the run: {:.2} GB (data and indexes, as the server reports them).\n",
+                self.db_dir_bytes as f64 / 1e9
+            );
+            s.push_str(&self.disk.markdown("after the run, ANALYZE TABLE"));
+        } else {
+            let _ = writeln!(
+                s,
+                "\nRocksDB directory on disk after the run: {:.2} GB (every file).\n",
+                self.db_dir_bytes as f64 / 1e9
+            );
+            s.push_str(&self.disk.markdown("after the run, memtables flushed"));
+        }
         if let Some(d) = &self.disk_compacted {
             s.push('\n');
             s.push_str(&d.markdown("after a full compaction"));
