@@ -98,6 +98,10 @@ struct ServeArgs {
     /// replica; required for RocksDB replicas).
     #[arg(long, env = "KT_REPLICA_DIR")]
     replica_dir: Option<PathBuf>,
+    /// Verify every lookup and history proof before serving it, as a client would (a
+    /// failure is answered 503 and counted in kt_directory_proofs_rejected_total).
+    #[arg(long)]
+    verify_proofs: bool,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +200,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         read_token_file: args.read_token_file,
         storage: args.storage,
         mysql_url: args.mysql_url,
+        verify_proofs: args.verify_proofs.then_some(true),
     };
     let config = ServeConfig::resolve(over, file)?;
     let data = DataDir::new(args.data_dir);

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub mysql_url: Option<String>,
     /// A read replica's poll interval for new epochs, milliseconds.
     pub replica_poll_ms: Option<u64>,
+    /// Verify every lookup and history proof before serving it.
+    pub verify_proofs: Option<bool>,
 }
 
 pub use kt_client::configfile::ConfigError;
@@ -86,6 +88,8 @@ pub struct ServeConfig {
     pub backend: Backend,
     /// How often a read replica looks for a new epoch.
     pub replica_poll: Duration,
+    /// Verify every lookup and history proof before serving it.
+    pub verify_proofs: bool,
 }
 
 /// Settings given as flags or environment variables (`None`: not given).
@@ -107,6 +111,8 @@ pub struct Overrides {
     pub storage: Option<String>,
     /// `--mysql-url` / `KT_MYSQL_URL`.
     pub mysql_url: Option<String>,
+    /// `--verify-proofs` (`true` when given).
+    pub verify_proofs: Option<bool>,
 }
 
 impl ServeConfig {
@@ -168,6 +174,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             backend,
             replica_poll: Duration::from_millis(poll_ms),
+            verify_proofs: over.verify_proofs.or(file.verify_proofs).unwrap_or(false),
             listen: over
                 .listen
                 .or(file.listen)

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub http_rate_limited: IntCounter,
     /// Requests refused because every slot was taken (503).
     pub http_shed: IntCounter,
+    /// Proofs that failed the server's own check (`verify_proofs`).
+    pub proofs_rejected: IntCounter,
     /// Live bytes on disk by column family (SST and blob files), after each epoch:
     /// what the tree, the value states and the audit blobs cost.
     pub storage_bytes: IntGaugeVec,
@@ -71,6 +73,10 @@ impl Metrics {
                 HistogramOpts::new("http_request_seconds", "HTTP request latency by route"),
                 &["route"],
             )?,
+            proofs_rejected: IntCounter::new(
+                "proofs_rejected_total",
+                "Proofs that failed the server's own check (verify_proofs) and were not served",
+            )?,
             http_rate_limited: IntCounter::new("http_rate_limited_total", "Read requests refused by the rate limit")?,
             http_shed: IntCounter::new(
                 "http_shed_total",
@@ -98,6 +104,7 @@ impl Metrics {
         m.registry.register(Box::new(m.http_seconds.clone()))?;
         m.registry.register(Box::new(m.http_rate_limited.clone()))?;
         m.registry.register(Box::new(m.http_shed.clone()))?;
+        m.registry.register(Box::new(m.proofs_rejected.clone()))?;
         m.registry.register(Box::new(m.storage_bytes.clone()))?;
         Ok(m)
     }

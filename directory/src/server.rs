@@ -145,6 +145,7 @@ async fn http(
         metrics,
         epoch_interval_secs: config.epoch_interval.as_secs(),
         read_guard,
+        verify_proofs: config.verify_proofs,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -32,7 +32,13 @@ async fn one_publisher_two_replicas_on_mysql() {
 /// `serve --read-only` arguments for replica `n`.
 fn replica_args(backend: &Backend, root: &Path, n: usize, config: &Path) -> Vec<String> {
     let mut args = backend.args();
-    args.extend(["--read-only".into(), "--config".into(), config.display().to_string()]);
+    // Replicas check every proof before serving it; a failure would be a 503 here.
+    args.extend([
+        "--read-only".into(),
+        "--verify-proofs".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ]);
     if let Backend::Rocks = backend {
         args.extend([
             "--replica-dir".into(),
@@ -190,7 +196,8 @@ async fn wait_for_epoch(reader: &Api, epoch: u64) {
     }
 }
 
-/// A replica of a store no publisher has written fails at start-up, saying so.
+/// A replica of a store no publisher has written, or of a database nobody serves,
+/// fails at start-up, saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_of_an_empty_store_refuses_to_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -203,6 +210,13 @@ async fn replica_of_an_empty_store_refuses_to_start() {
         cases.push(("mysql", backend.args()));
     }
     cases.push(("rocksdb without --replica-dir", Vec::new()));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    cases.push((
+        "mysql server not listening",
+        vec!["--mysql-url".into(), format!("mysql://kt:secret@127.0.0.1:{port}/kt")],
+    ));
     for (what, extra) in cases {
         let out = Command::new(common::DIRECTORY)
             .args(["serve", "--read-only", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -213,9 +227,16 @@ async fn replica_of_an_empty_store_refuses_to_start() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what}: a replica of nothing must not start");
         assert!(
-            stderr.contains("start the publisher") || stderr.contains("needs --replica-dir"),
+            [
+                "start the publisher",
+                "needs --replica-dir",
+                "cannot connect to MySQL at kt@127.0.0.1"
+            ]
+            .iter()
+            .any(|m| stderr.contains(m)),
             "{what}: {stderr}"
         );
+        assert!(!stderr.contains("secret"), "{what}: the password leaked: {stderr}");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
 }

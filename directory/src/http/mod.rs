@@ -83,6 +83,8 @@ pub struct AppState {
     pub epoch_interval_secs: u64,
     /// Authentication and rate limit of the read routes.
     pub read_guard: ReadGuard,
+    /// Verify every lookup and history proof before serving it (`verify_proofs`).
+    pub verify_proofs: bool,
 }
 
 impl AppState {

@@ -80,6 +80,27 @@ async fn ran_ahead(state: &AppState, epoch: u64) -> Result<bool, ApiError> {
     Ok(stored > epoch.saturating_add(1))
 }
 
+/// With `verify_proofs`, checks a proof as a client would before it is served. A
+/// failure is this server's bug or a store that moved under it: it is counted, logged
+/// and answered with a 503 (the client retries), never served.
+fn self_check<T>(
+    state: &AppState,
+    what: &str,
+    label: &str,
+    check: impl FnOnce() -> Result<T, kt_client::verify::VerifyError>,
+) -> Result<(), ApiError> {
+    if !state.verify_proofs {
+        return Ok(());
+    }
+    check().map(drop).map_err(|e| {
+        state.metrics.proofs_rejected.inc();
+        tracing::error!(what, label, error = %e, "a proof failed the server's own check; not served");
+        ApiError::Unavailable(format!(
+            "the {what} proof for {label:?} failed this server's own check; retry"
+        ))
+    })
+}
+
 /// Whether `label` has a value at or before `epoch`, by our own index (akd reports
 /// every storage error during a lookup as "not found"; we must not).
 async fn is_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
@@ -170,6 +191,16 @@ pub(super) async fn lookup(
         }
     })
     .await?;
+    self_check(&state, "lookup", &label, || {
+        let head = &view.head.head;
+        kt_client::verify::lookup(
+            &state.shared.vrf_public_key,
+            head.root,
+            head.epoch,
+            AkdLabel::from(label.as_str()),
+            proof.clone(),
+        )
+    })?;
     Ok(Json(LookupResponse {
         label,
         head: view.head.clone(),
@@ -211,6 +242,19 @@ pub(super) async fn batch_lookup(
                 let (got, hash) = view.dir.batch_lookup(&akd_labels).await?;
                 at = hash.0;
                 proofs.extend(known.into_iter().zip(got));
+            }
+            if state.verify_proofs && at == epoch {
+                for (label, proof) in &proofs {
+                    self_check(&state, "lookup", label, || {
+                        kt_client::verify::lookup(
+                            &state.shared.vrf_public_key,
+                            view.head.head.root,
+                            epoch,
+                            AkdLabel::from(label.as_str()),
+                            proof.clone(),
+                        )
+                    })?;
+                }
             }
             let results = labels
                 .into_iter()
@@ -269,6 +313,17 @@ pub(super) async fn history(
         }
     })
     .await?;
+    self_check(&state, "history", &label, || {
+        let head = &view.head.head;
+        kt_client::verify::history(
+            &state.shared.vrf_public_key,
+            head.root,
+            head.epoch,
+            AkdLabel::from(label.as_str()),
+            proof.clone(),
+            params,
+        )
+    })?;
     Ok(Json(HistoryResponse {
         label,
         head: view.head.clone(),

@@ -73,6 +73,7 @@ async fn start_guarded(
         metrics,
         epoch_interval_secs: 3600,
         read_guard,
+        verify_proofs: true,
     };
     (router(state), pinned, stop)
 }
