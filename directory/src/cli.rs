@@ -72,6 +72,13 @@ struct ServeArgs {
     /// RocksDB block cache, MiB [default: 512].
     #[arg(long, env = "KT_BLOCK_CACHE_MIB")]
     block_cache_mib: Option<usize>,
+    /// The publisher's akd record cache bound, MiB, by akd's own estimate of its
+    /// records [default: 1024].
+    #[arg(long, env = "KT_AKD_CACHE_MIB")]
+    akd_cache_mib: Option<usize>,
+    /// How long an entry of the publisher's akd record cache lives, seconds [default: 600].
+    #[arg(long, env = "KT_AKD_CACHE_SECS")]
+    akd_cache_secs: Option<u64>,
     /// An auditor of this directory (base URL; repeatable, or KT_AUDITORS=a,b). Before
     /// publishing, `serve` refuses to start if an auditor has verified a later epoch or
     /// another root than this data directory holds: a restored backup would fork.
@@ -196,6 +203,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         epoch_interval_secs: args.epoch_interval,
         max_updates_per_epoch: args.max_updates_per_epoch,
         block_cache_mib: args.block_cache_mib,
+        akd_cache_mib: args.akd_cache_mib,
+        akd_cache_secs: args.akd_cache_secs,
         auditors: args.auditors,
         read_token_file: args.read_token_file,
         storage: args.storage,

@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
     /// RocksDB block cache, MiB.
     pub block_cache_mib: Option<usize>,
+    /// The publisher's akd record cache bound, MiB (akd's estimate of its records).
+    pub akd_cache_mib: Option<usize>,
+    /// The publisher's akd record cache: entry lifetime, seconds.
+    pub akd_cache_secs: Option<u64>,
     /// Auditors asked at start-up whether this data directory is current.
     pub auditors: Option<Vec<String>>,
     /// Most requests handled at once (beyond: 503).
@@ -86,6 +90,8 @@ pub struct ServeConfig {
     pub read_token_file: Option<PathBuf>,
     /// Where the directory is stored.
     pub backend: Backend,
+    /// The publisher's akd record cache.
+    pub akd_cache: crate::AkdCache,
     /// How often a read replica looks for a new epoch.
     pub replica_poll: Duration,
     /// Verify every lookup and history proof before serving it.
@@ -103,6 +109,10 @@ pub struct Overrides {
     pub max_updates_per_epoch: Option<usize>,
     /// `--block-cache-mib` / `KT_BLOCK_CACHE_MIB`.
     pub block_cache_mib: Option<usize>,
+    /// `--akd-cache-mib` / `KT_AKD_CACHE_MIB`.
+    pub akd_cache_mib: Option<usize>,
+    /// `--akd-cache-secs` / `KT_AKD_CACHE_SECS`.
+    pub akd_cache_secs: Option<u64>,
     /// `--auditor` / `KT_AUDITORS` (empty: not given).
     pub auditors: Vec<String>,
     /// `--read-token-file` / `KT_READ_TOKEN_FILE`.
@@ -167,12 +177,31 @@ impl ServeConfig {
                 )));
             }
         };
+        let d = crate::AkdCache::default();
+        let akd_cache = crate::AkdCache {
+            lifetime: over
+                .akd_cache_secs
+                .or(file.akd_cache_secs)
+                .map_or(d.lifetime, Duration::from_secs),
+            limit_bytes: over
+                .akd_cache_mib
+                .or(file.akd_cache_mib)
+                .map_or(d.limit_bytes, |m| m << 20),
+            clean_every: d.clean_every,
+        };
+        if akd_cache.lifetime.is_zero() || akd_cache.limit_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "akd_cache_secs and akd_cache_mib must be at least 1 (akd reads one node at a time without a cache)"
+                    .into(),
+            ));
+        }
         let poll_ms = file.replica_poll_ms.unwrap_or(1000);
         if poll_ms == 0 {
             return Err(ConfigError::Invalid("replica_poll_ms must be at least 1".into()));
         }
         Ok(ServeConfig {
             backend,
+            akd_cache,
             replica_poll: Duration::from_millis(poll_ms),
             verify_proofs: over.verify_proofs.or(file.verify_proofs).unwrap_or(false),
             listen: over
@@ -224,6 +253,12 @@ mod tests {
     fn storage_backend_is_chosen_and_checked() {
         let rocks = ServeConfig::resolve(Overrides::default(), FileConfig::default()).expect("default");
         assert_eq!(rocks.backend, Backend::Rocks);
+        assert_eq!(rocks.akd_cache, crate::AkdCache::default());
+        let file: FileConfig = toml::from_str("akd_cache_mib = 256\nakd_cache_secs = 120").expect("toml");
+        let cache = ServeConfig::resolve(Overrides::default(), file)
+            .expect("cache")
+            .akd_cache;
+        assert_eq!((cache.limit_bytes, cache.lifetime.as_secs()), (256 << 20, 120));
         let file: FileConfig =
             toml::from_str("storage = \"mysql\"\nmysql_url = \"mysql://kt@127.0.0.1:3306/kt\"").expect("toml");
         let mysql = ServeConfig::resolve(Overrides::default(), file).expect("mysql");
@@ -248,6 +283,8 @@ mod tests {
             "storage = \"postgres\"",
             "storage = \"rocksdb\"\nmysql_url = \"mysql://a@b/c\"",
             "replica_poll_ms = 0",
+            "akd_cache_mib = 0",
+            "akd_cache_secs = 0",
         ] {
             let file: FileConfig = toml::from_str(bad).expect("toml");
             let err = ServeConfig::resolve(Overrides::default(), file).expect_err(bad);

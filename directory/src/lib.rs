@@ -35,22 +35,45 @@ use vrf::VrfSecret;
 /// MySQL), in-memory VRF key.
 pub type KtDirectory = Directory<KtConfig, Store, VrfSecret>;
 
-/// akd's record cache in front of RocksDB: how long an entry lives.
-const CACHE_ITEM_LIFETIME: Duration = Duration::from_secs(600);
-/// akd's record cache: its size bound. Without a cache akd skips its batched preloads
-/// and falls back to one read per node.
-const CACHE_LIMIT_BYTES: usize = 1 << 30;
-/// akd's record cache: how often expired entries are swept.
-const CACHE_CLEAN_EVERY: Duration = Duration::from_secs(30);
+/// akd's record cache in front of the store, as the publisher's akd instance uses it.
+/// Without a cache akd skips its batched preloads and falls back to one read per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AkdCache {
+    /// How long an entry lives.
+    pub lifetime: Duration,
+    /// The size bound, by akd's own estimate of its records (enforced at each clean).
+    pub limit_bytes: usize,
+    /// How often expired entries are swept and the bound enforced.
+    pub clean_every: Duration,
+}
 
-/// Opens the akd directory on `storage`, creating epoch 0 (the empty tree) if the
-/// database is new.
+impl Default for AkdCache {
+    fn default() -> Self {
+        AkdCache {
+            lifetime: Duration::from_secs(600),
+            limit_bytes: 1 << 30,
+            clean_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Opens the akd directory on `storage` with the default [`AkdCache`], creating epoch
+/// 0 (the empty tree) if the store is new.
 pub async fn open_directory(storage: impl Into<Store>, vrf: VrfSecret) -> Result<KtDirectory, akd::errors::AkdError> {
+    open_directory_with(storage, vrf, AkdCache::default()).await
+}
+
+/// [`open_directory`] with a chosen cache.
+pub async fn open_directory_with(
+    storage: impl Into<Store>,
+    vrf: VrfSecret,
+    cache: AkdCache,
+) -> Result<KtDirectory, akd::errors::AkdError> {
     let manager = StorageManager::new(
         storage.into(),
-        Some(CACHE_ITEM_LIFETIME),
-        Some(CACHE_LIMIT_BYTES),
-        Some(CACHE_CLEAN_EVERY),
+        Some(cache.lifetime),
+        Some(cache.limit_bytes),
+        Some(cache.clean_every),
     );
     Directory::new(manager, vrf, AzksParallelismConfig::default()).await
 }

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::queue::{Plan, Queue, Resolved};
 use crate::storage::{Backend, Cf, Role, StorageConfig, StorageError, Store, Write};
 use crate::vrf::VrfSecret;
-use crate::{KtConfig, KtDirectory, open_directory};
+use crate::{AkdCache, KtConfig, KtDirectory, open_directory_with};
 use akd::directory::ReadOnlyDirectory;
 use akd::errors::AkdError;
 use akd::local_auditing::AuditBlob;
@@ -268,6 +268,8 @@ pub struct PublisherConfig {
     pub storage: StorageConfig,
     /// Most updates per epoch.
     pub max_per_epoch: usize,
+    /// The publisher's akd record cache.
+    pub akd_cache: AkdCache,
 }
 
 impl Publisher {
@@ -286,7 +288,7 @@ impl Publisher {
             Role::Writer,
         )
         .await?;
-        let dir = open_directory(storage.clone(), keys.vrf.clone()).await?;
+        let dir = open_directory_with(storage.clone(), keys.vrf.clone(), config.akd_cache).await?;
         let vrf_public = dir.get_public_key().await?.as_bytes().to_vec();
         let signer = HeadSigner {
             key: keys.signing,

@@ -24,6 +24,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         db_path: data.db(),
         storage: storage_config(&config),
         max_per_epoch: config.max_updates_per_epoch,
+        akd_cache: config.akd_cache,
     };
     let (publisher, shared, triggers) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
