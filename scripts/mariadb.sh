@@ -25,6 +25,10 @@ start)
     mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
+    if [ -f "$dir/mysqld.pid" ] && kill -0 "$(cat "$dir/mysqld.pid")" 2>/dev/null; then
+        echo "mariadb.sh: a server already runs on $dir (pid $(cat "$dir/mysqld.pid")); stop it first" >&2
+        exit 1
+    fi
     user=$(id -un)
     if [ ! -d "$dir/data/mysql" ]; then
         mariadb-install-db --no-defaults --user="$user" --datadir="$dir/data" \
@@ -39,14 +43,19 @@ start)
         --log-error="$dir/error.log" --max-allowed-packet=64M --innodb-buffer-pool-size=1G \
         --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=1 --skip-name-resolve \
         >/dev/null 2>&1 &
+    server=$!
+    # Ask the new server on its own TCP port (a socket could answer for another one).
+    alive() { mariadb-admin --no-defaults --protocol=TCP -h127.0.0.1 -P"$port" -uroot ping >/dev/null 2>&1; }
     for _ in $(seq 1 120); do
-        if mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1; then
-            break
-        fi
+        kill -0 "$server" 2>/dev/null || break
+        alive && break
         sleep 0.5
     done
-    mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 ||
-        { echo "mariadb.sh: the server did not start; $dir/error.log:" >&2; tail -20 "$dir/error.log" >&2; exit 1; }
+    if ! kill -0 "$server" 2>/dev/null || ! alive; then
+        echo "mariadb.sh: the server did not start; $dir/error.log:" >&2
+        tail -20 "$dir/error.log" >&2
+        exit 1
+    fi
     mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot -e "
         CREATE USER IF NOT EXISTS 'kt'@'127.0.0.1' IDENTIFIED BY 'kt';
         GRANT ALL PRIVILEGES ON *.* TO 'kt'@'127.0.0.1';

@@ -258,6 +258,69 @@ impl Database for Store {
     }
 }
 
+/// What both backends keep about writing: the publisher's staged hook, and the fence
+/// that refuses writes after one failed.
+#[derive(Default)]
+struct WriteGuard {
+    /// Set after any failed write: the store may now disagree with akd's in-memory view
+    /// (or, for a commit whose answer was lost, with what we think was written), so
+    /// further writes are refused until a restart re-reads it.
+    fenced: AtomicBool,
+    /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
+    hook: std::sync::Mutex<Option<CommitHook>>,
+}
+
+impl std::fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGuard")
+            .field("fenced", &self.fenced)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteGuard {
+    fn stage(&self, hook: CommitHook) {
+        *self.hook.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Removes a staged hook; `true` if it was still staged.
+    fn clear(&self) -> bool {
+        self.take().is_some()
+    }
+
+    fn take(&self) -> Option<CommitHook> {
+        self.hook
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// The staged hook if `state` is akd's transaction commit (other writes never
+    /// consume it).
+    fn hook_for(&self, state: DbSetState) -> Option<CommitHook> {
+        match state {
+            DbSetState::TransactionCommit => self.take(),
+            DbSetState::General => None,
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// [`StorageError::WritesFenced`] once fenced.
+    fn check(&self) -> Result<(), StorageError> {
+        if self.is_fenced() {
+            return Err(StorageError::WritesFenced);
+        }
+        Ok(())
+    }
+
+    fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A set of tree-node label lengths (0 to 256). A lookup's greedy preload asks for the
 /// node at every prefix length of three labels (~250 keys, nearly all absent), but
 /// nodes only exist near the top of the tree and at the leaves: probes at a length no

@@ -25,8 +25,8 @@
 //! half-written epoch as the current one (`docs/scale.md`).
 
 use super::{
-    AZKS_KEY, Cf, CommitHook, Key, NodeLengths, RawEntry, SCHEMA_KEY, StorageError, Write, codec, node_key_len,
-    not_found,
+    AZKS_KEY, Cf, CommitHook, Key, NodeLengths, RawEntry, SCHEMA_KEY, StorageError, Write, WriteGuard, codec,
+    node_key_len, not_found,
 };
 use akd::errors::StorageError as AkdStorageError;
 use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
@@ -36,8 +36,7 @@ use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The MySQL layout this build reads and writes (tables, columns, codec).
@@ -118,9 +117,7 @@ struct Inner {
     read_only: bool,
     /// Set after any failed write: a commit whose outcome is unknown (the connection
     /// died before `COMMIT` answered) must not be guessed at; restart to re-read.
-    fenced: AtomicBool,
-    /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
-    commit_hook: Mutex<Option<CommitHook>>,
+    writes: WriteGuard,
     /// Tree-node lengths that exist (see [`NodeLengths`]): a lookup's ~250 probes of
     /// absent nodes would otherwise each be a query.
     node_lengths: NodeLengths,
@@ -131,7 +128,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("target", &self.target)
             .field("read_only", &self.read_only)
-            .field("fenced", &self.fenced)
+            .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
 }
@@ -220,8 +217,7 @@ impl MysqlStorage {
                 pool,
                 target,
                 read_only,
-                fenced: AtomicBool::new(false),
-                commit_hook: Mutex::new(None),
+                writes: WriteGuard::default(),
                 node_lengths: NodeLengths::default(),
             }),
         };
@@ -349,22 +345,17 @@ impl MysqlStorage {
 
     /// Stages `hook` for akd's next transaction commit (replacing any staged one).
     pub fn stage_commit_hook(&self, hook: CommitHook) {
-        *self.inner.commit_hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+        self.inner.writes.stage(hook);
     }
 
-    /// Removes a staged hook; `true` if it was still staged.
+    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
     pub fn clear_commit_hook(&self) -> bool {
-        self.inner
-            .commit_hook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .is_some()
+        self.inner.writes.clear()
     }
 
-    /// Whether an earlier write failed.
+    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
     pub fn is_fenced(&self) -> bool {
-        self.inner.fenced.load(Ordering::SeqCst)
+        self.inner.writes.is_fenced()
     }
 
     /// Applies `writes` in one transaction.
@@ -472,12 +463,10 @@ impl MysqlStorage {
         if self.inner.read_only {
             return Err(StorageError::ReadOnly);
         }
-        if self.inner.fenced.load(Ordering::SeqCst) {
-            return Err(StorageError::WritesFenced);
-        }
+        self.inner.writes.check()?;
         let result = self.commit_unfenced(records, extra).await;
         if let Err(e) = &result {
-            self.inner.fenced.store(true, Ordering::SeqCst);
+            self.inner.writes.fence();
             tracing::error!(target = %self.inner.target, records = records.len(), error = %e, "MySQL write failed; fencing writes");
         }
         result
@@ -823,20 +812,9 @@ impl Database for MysqlStorage {
         if records.is_empty() {
             return Ok(());
         }
-        let extra = match state {
-            DbSetState::TransactionCommit => {
-                let hook = self
-                    .inner
-                    .commit_hook
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                match hook {
-                    Some(hook) => hook(&records)?,
-                    None => Vec::new(),
-                }
-            }
-            DbSetState::General => Vec::new(),
+        let extra = match self.inner.writes.hook_for(state) {
+            Some(hook) => hook(&records)?,
+            None => Vec::new(),
         };
         Ok(self.commit(&records, extra).await?)
     }
@@ -878,6 +856,41 @@ impl Database for MysqlStorage {
     ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
         Ok(self.user_state_versions(usernames, flag).await?)
     }
+}
+
+/// For this workspace's tests: a new, empty database named after `test` on the
+/// server `KT_TEST_MYSQL_URL` names (`mysql://user:password@host:port`, as
+/// `scripts/mariadb.sh start` prints it), as a URL for [`MysqlStorage::open`].
+/// `Ok(None)` when no server is named, so the caller can skip; an error instead when
+/// `KT_REQUIRE_MYSQL=1` (the test command sets it, so nothing is skipped in CI).
+pub async fn test_database(test: &str) -> Result<Option<String>, StorageError> {
+    let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
+        if std::env::var("KT_REQUIRE_MYSQL").as_deref() == Ok("1") {
+            return Err(StorageError::MysqlSetup(
+                "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = base.trim_end_matches('/').to_owned();
+    let name = format!(
+        "kt_{}_{}_{}",
+        test.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(24)
+            .collect::<String>(),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let pool = Pool::new(Opts::from_url(&base).map_err(|e| StorageError::MysqlSetup(format!("bad MySQL URL: {e}")))?);
+    let mut conn = pool.get_conn().await.map_err(db_err("connect"))?;
+    conn.query_drop(format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(db_err("create database"))?;
+    drop(conn);
+    pool.disconnect().await.map_err(db_err("disconnect"))?;
+    Ok(Some(format!("{base}/{name}")))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use super::{
     AZKS_KEY, Cf, CommitHook, Key, NodeLengths, RawEntry, SCHEMA_KEY, SCHEMA_VERSION, StorageConfig, StorageError,
-    Write, codec, key_label_len, node_key_len, not_found,
+    Write, WriteGuard, codec, key_label_len, node_key_len, not_found,
 };
 use akd::errors::StorageError as AkdStorageError;
 use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
@@ -21,8 +21,7 @@ use rocksdb::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 /// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
 #[derive(Clone, Debug)]
@@ -42,9 +41,7 @@ struct Inner {
     sync_writes: bool,
     /// Set after any failed write: akd's in-memory view may now disagree with the disk,
     /// so further writes are refused until a restart re-reads it.
-    fenced: AtomicBool,
-    /// The publisher's hook for the next transaction commit (see [`CommitHook`]).
-    commit_hook: Mutex<Option<CommitHook>>,
+    writes: WriteGuard,
     /// Label lengths at which at least one tree node is stored. A lookup's greedy
     /// preload asks for the node at every prefix length of three labels (~250 keys,
     /// nearly all absent), but nodes only exist near the top of the tree and at the
@@ -149,7 +146,7 @@ impl std::fmt::Debug for Inner {
             .field("path", &self.path)
             .field("secondary", &self.secondary)
             .field("sync_writes", &self.sync_writes)
-            .field("fenced", &self.fenced)
+            .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
 }
@@ -220,8 +217,7 @@ impl RocksStorage {
                 path,
                 secondary,
                 sync_writes: config.sync_writes,
-                fenced: AtomicBool::new(false),
-                commit_hook: Mutex::new(None),
+                writes: WriteGuard::default(),
                 node_lengths,
             }),
         })
@@ -329,22 +325,17 @@ impl RocksStorage {
 
     /// Stages `hook` for akd's next transaction commit (replacing any staged one).
     pub fn stage_commit_hook(&self, hook: CommitHook) {
-        *self.inner.commit_hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+        self.inner.writes.stage(hook);
     }
 
     /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
     pub fn clear_commit_hook(&self) -> bool {
-        self.inner
-            .commit_hook
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .is_some()
+        self.inner.writes.clear()
     }
 
     /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
     pub fn is_fenced(&self) -> bool {
-        self.inner.fenced.load(Ordering::SeqCst)
+        self.inner.writes.is_fenced()
     }
 
     /// Applies `writes` in one synced `WriteBatch`.
@@ -525,15 +516,13 @@ impl Inner {
 
     /// Writes one batch atomically; any failure fences all later writes.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        if self.fenced.load(Ordering::SeqCst) {
-            return Err(StorageError::WritesFenced);
-        }
+        self.writes.check()?;
         if self.secondary.is_some() {
             return Err(StorageError::ReadOnly);
         }
         let records = batch.len();
         self.db.write_opt(batch, &self.write_options()).map_err(|source| {
-            self.fenced.store(true, Ordering::SeqCst);
+            self.writes.fence();
             tracing::error!(path = %self.path.display(), records, error = %source, "RocksDB write failed; fencing writes");
             StorageError::Write { records, source }
         })
@@ -846,15 +835,7 @@ impl Database for RocksStorage {
         if records.is_empty() {
             return Ok(());
         }
-        let hook = match state {
-            DbSetState::TransactionCommit => self
-                .inner
-                .commit_hook
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-            DbSetState::General => None,
-        };
+        let hook = self.inner.writes.hook_for(state);
         Ok(self.blocking(move |inner| inner.put_records(&records, hook)).await?)
     }
 

@@ -32,8 +32,13 @@ impl TestStore {
     /// configured, unless `KT_REQUIRE_MYSQL=1` (the test command sets it) makes that
     /// a failure.
     pub async fn mysql(test: &str) -> Option<TestStore> {
-        let url = kt_test_mysql::fresh_database(test).await?;
-        Some(TestStore::Mysql(url))
+        let url = kt_directory::storage::mysql::test_database(test)
+            .await
+            .expect("test database");
+        if url.is_none() {
+            eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
+        }
+        url.map(TestStore::Mysql)
     }
 
     /// Opens the store as the publisher does.
@@ -46,45 +51,6 @@ impl TestStore {
         Store::open(&backend, path, StorageConfig::default(), Role::Writer)
             .await
             .expect("open store")
-    }
-}
-
-/// Databases on the test MariaDB server.
-pub mod kt_test_mysql {
-    use mysql_async::prelude::Queryable;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-
-    /// Creates a database named after `test` and returns its URL (see
-    /// [`super::TestStore::mysql`] for when it is `None`).
-    pub async fn fresh_database(test: &str) -> Option<String> {
-        let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
-            assert!(
-                std::env::var("KT_REQUIRE_MYSQL").as_deref() != Ok("1"),
-                "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set"
-            );
-            eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
-            return None;
-        };
-        let base = base.trim_end_matches('/').to_owned();
-        let name = format!(
-            "kt_{}_{}_{}",
-            test.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(24)
-                .collect::<String>(),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let pool = mysql_async::Pool::new(base.as_str());
-        let mut conn = pool.get_conn().await.expect("connect to the test MariaDB");
-        conn.query_drop(format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        drop(conn);
-        pool.disconnect().await.expect("disconnect");
-        Some(format!("{base}/{name}"))
     }
 }
 

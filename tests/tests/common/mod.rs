@@ -373,39 +373,6 @@ pub fn audit_folder(folder: &Path) -> String {
     text
 }
 
-/// A new database on the test MariaDB (`KT_TEST_MYSQL_URL`, started by
-/// `scripts/mariadb.sh`), as a URL for `--mysql-url`. `None` skips the test loudly,
-/// unless `KT_REQUIRE_MYSQL=1` (the test command sets it) makes that a failure.
-pub async fn fresh_mysql_database(test: &str) -> Option<String> {
-    use mysql_async::prelude::Queryable;
-    let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
-        assert!(
-            std::env::var("KT_REQUIRE_MYSQL").as_deref() != Ok("1"),
-            "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set"
-        );
-        eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
-        return None;
-    };
-    let base = base.trim_end_matches('/').to_owned();
-    let name = format!(
-        "kt_e2e_{}_{}_{}",
-        test.chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(24)
-            .collect::<String>(),
-        std::process::id(),
-        rand::random::<u32>()
-    );
-    let pool = mysql_async::Pool::new(base.as_str());
-    let mut conn = pool.get_conn().await.expect("connect to the test MariaDB");
-    conn.query_drop(format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    drop(conn);
-    pool.disconnect().await.expect("disconnect");
-    Some(format!("{base}/{name}"))
-}
-
 /// Which store an end-to-end test runs the directory on.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -416,9 +383,16 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The MySQL backend on a fresh database, or `None` (see [`fresh_mysql_database`]).
+    /// The MySQL backend on a fresh database, or `None` (skipped; see
+    /// `kt_directory::storage::mysql::test_database`).
     pub async fn mysql(test: &str) -> Option<Backend> {
-        fresh_mysql_database(test).await.map(Backend::Mysql)
+        let url = kt_directory::storage::mysql::test_database(test)
+            .await
+            .expect("test database");
+        if url.is_none() {
+            eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
+        }
+        url.map(Backend::Mysql)
     }
 
     /// `serve` arguments selecting this store.
