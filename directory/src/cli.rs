@@ -73,7 +73,7 @@ struct ServeArgs {
     #[arg(long, env = "KT_BLOCK_CACHE_MIB")]
     block_cache_mib: Option<usize>,
     /// The publisher's akd record cache bound, MiB, by akd's own estimate of its
-    /// records [default: 1024].
+    /// records [default: 256].
     #[arg(long, env = "KT_AKD_CACHE_MIB")]
     akd_cache_mib: Option<usize>,
     /// How long an entry of the publisher's akd record cache lives, seconds [default: 600].
