@@ -44,8 +44,11 @@ start)
         --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=1 --skip-name-resolve \
         >/dev/null 2>&1 &
     server=$!
-    # Ask the new server on its own TCP port (a socket could answer for another one).
-    alive() { mariadb-admin --no-defaults --protocol=TCP -h127.0.0.1 -P"$port" -uroot ping >/dev/null 2>&1; }
+    # The socket answers, and the pid file is this server's (not a stale one's).
+    alive() {
+        mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 &&
+            [ "$(cat "$dir/mysqld.pid" 2>/dev/null)" = "$server" ]
+    }
     for _ in $(seq 1 120); do
         kill -0 "$server" 2>/dev/null || break
         alive && break
