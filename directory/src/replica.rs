@@ -2,10 +2,10 @@
 //! the publisher's store without publishing.
 //!
 //! The follower loop polls the store for the publisher's latest signed head. On a new
-//! epoch it makes the writer's newer data visible ([`Store::refresh`]: a RocksDB
-//! secondary catches up with the primary's files, both backends learn new tree-node
-//! lengths; a live MySQL store is probed for lengths again after the head is read),
-//! then builds a **fresh** read view: a new akd `ReadOnlyDirectory` whose
+//! epoch it makes the writer's newer data visible ([`Store::catch_up`]: a RocksDB
+//! secondary catches up with the primary's files), learns the tree-node lengths that
+//! epoch wrote (after reading its head, so none is missed), then builds a **fresh**
+//! read view: a new akd `ReadOnlyDirectory` whose
 //! cache has only seen this epoch, checked to stand at the head's epoch and root
 //! before it is installed. A re-signed head of the same epoch keeps the view's akd
 //! reader. akd keeps one previous version of each tree node, so a reader may lag the
@@ -109,7 +109,7 @@ impl Replica {
         let mut view = None;
         // The publisher may be committing right now: a few tries before giving up.
         for _ in 0..5 {
-            storage.refresh().await?;
+            storage.catch_up().await?;
             let head = read_head(&storage, &signing_key, &namespace, &vrf_hash)
                 .await?
                 .ok_or_else(|| {
@@ -189,7 +189,7 @@ impl Replica {
         if self.failure.reason().is_some() {
             return Ok(Step::Same);
         }
-        self.storage.refresh().await?;
+        self.storage.catch_up().await?;
         let Some(head) = read_head(&self.storage, &self.signing_key, &self.namespace, &self.vrf_key_hash).await? else {
             return Ok(Step::NotYet("no head stored".into()));
         };
@@ -229,23 +229,22 @@ impl Replica {
         }
     }
 
-    /// Advances the newest stored audit blob's epoch up to `epoch` (the publisher
-    /// stores an epoch's blob just after its commit).
+    /// Sets the newest stored audit blob's epoch for a served head at `epoch`. Every
+    /// blob before the newest head's is stored: the publisher stores an epoch's blob
+    /// right after its commit, and rebuilds a missing one at start-up before it
+    /// publishes again (as its own `latest_blob_epoch` assumes). Only `epoch`'s own may
+    /// still be on its way, so that one is looked up, once it is due.
     async fn update_blob_epoch(&self, epoch: u64) -> Result<(), PublishError> {
-        let mut latest = self.latest_blob_epoch.load(Ordering::SeqCst);
-        while latest < epoch {
-            let next = latest + 1;
-            if self
-                .storage
-                .get_raw(Cf::AuditBlobs, next.to_be_bytes().to_vec())
-                .await?
-                .is_none()
-            {
-                break;
-            }
-            latest = next;
-            self.latest_blob_epoch.store(latest, Ordering::SeqCst);
+        if epoch == 0 || self.latest_blob_epoch.load(Ordering::SeqCst) >= epoch {
+            return Ok(());
         }
+        let stored = self
+            .storage
+            .get_raw(Cf::AuditBlobs, epoch.to_be_bytes().to_vec())
+            .await?
+            .is_some();
+        let latest = if stored { epoch } else { epoch - 1 };
+        self.latest_blob_epoch.fetch_max(latest, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -283,8 +282,7 @@ async fn checked_view(
     vrf: &VrfSecret,
     head: SignedHead,
 ) -> Result<Result<ReadView, String>, PublishError> {
-    // After the head was read: the lengths its epoch wrote are all stored by now
-    // (a MySQL store may have moved on since the last refresh).
+    // After the head was read: the lengths its epoch wrote are all stored by now.
     storage.learn_node_lengths().await?;
     let dir = new_read_dir(storage, vrf).await?;
     let (epoch, root) = {

@@ -553,7 +553,8 @@ async fn replica_sees_new_node_lengths_after_refresh(store: support::TestStore) 
         .batch_set(vec![node_of_len(0x22, 17)], DbSetState::TransactionCommit)
         .await
         .expect("write 17");
-    reader.refresh().await.expect("refresh");
+    reader.catch_up().await.expect("catch up");
+    reader.learn_node_lengths().await.expect("learn lengths");
     let got = reader
         .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&[key(0x22, 17)])
         .await

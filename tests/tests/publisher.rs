@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Api, Backend, Server, audit_folder, init};
+use common::{Api, Backend, Server, audit_folder, init, strs};
 use kt_client::wire::{HistoryResponse, LookupResponse, Outcome};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -21,11 +21,6 @@ async fn updates_in_epochs_out_proofs_verify_on_mysql() {
     if let Some(backend) = Backend::mysql("e2e").await {
         updates_in_epochs_out_proofs_verify_on(backend).await;
     }
-}
-
-/// Owned `serve` arguments as the `&[&str]` that [`Server::start_on`] takes.
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 async fn updates_in_epochs_out_proofs_verify_on(backend: Backend) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Api, Backend, Server, init};
+use common::{Api, Backend, Server, init, strs};
 use kt_client::head::SignedHead;
 use kt_client::wire::{HistoryResponse, InfoResponse, LookupResponse};
 use std::path::Path;
@@ -46,10 +46,6 @@ fn replica_args(backend: &Backend, root: &Path, n: usize, config: &Path) -> Vec<
         ]);
     }
     args
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 async fn one_publisher_two_replicas(backend: Backend) {

@@ -101,6 +101,20 @@ fn self_check<T>(
     })
 }
 
+/// [`self_check`] of a lookup proof against its view's head.
+fn check_lookup(state: &AppState, view: &ReadView, label: &str, proof: &akd::LookupProof) -> Result<(), ApiError> {
+    self_check(state, "lookup", label, || {
+        let head = &view.head.head;
+        kt_client::verify::lookup(
+            &state.shared.vrf_public_key,
+            head.root,
+            head.epoch,
+            AkdLabel::from(label),
+            proof.clone(),
+        )
+    })
+}
+
 /// Whether `label` has a value at or before `epoch`, by our own index (akd reports
 /// every storage error during a lookup as "not found"; we must not).
 async fn is_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
@@ -191,16 +205,7 @@ pub(super) async fn lookup(
         }
     })
     .await?;
-    self_check(&state, "lookup", &label, || {
-        let head = &view.head.head;
-        kt_client::verify::lookup(
-            &state.shared.vrf_public_key,
-            head.root,
-            head.epoch,
-            AkdLabel::from(label.as_str()),
-            proof.clone(),
-        )
-    })?;
+    check_lookup(&state, &view, &label, &proof)?;
     Ok(Json(LookupResponse {
         label,
         head: view.head.clone(),
@@ -243,17 +248,10 @@ pub(super) async fn batch_lookup(
                 at = hash.0;
                 proofs.extend(known.into_iter().zip(got));
             }
-            if state.verify_proofs && at == epoch {
+            // A proof at another epoch is dropped by `on_view` anyway.
+            if at == epoch {
                 for (label, proof) in &proofs {
-                    self_check(&state, "lookup", label, || {
-                        kt_client::verify::lookup(
-                            &state.shared.vrf_public_key,
-                            view.head.head.root,
-                            epoch,
-                            AkdLabel::from(label.as_str()),
-                            proof.clone(),
-                        )
-                    })?;
+                    check_lookup(&state, &view, label, proof)?;
                 }
             }
             let results = labels

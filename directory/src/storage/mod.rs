@@ -204,15 +204,15 @@ impl Store {
     }
 
     /// Makes what the writer committed since the last call visible to this reader: a
-    /// RocksDB secondary catches up with the primary's files; both backends learn the
-    /// tree-node lengths written since (see [`NodeLengths`]). Call it before reading a
-    /// new epoch.
-    pub async fn refresh(&self) -> Result<(), StorageError> {
-        each!(self, s => s.refresh().await)
+    /// RocksDB secondary catches up with the primary's files; a MySQL reader always
+    /// sees the latest commit. A reader then calls [`Store::learn_node_lengths`]
+    /// before it serves a new epoch.
+    pub async fn catch_up(&self) -> Result<(), StorageError> {
+        each!(self, s => s.catch_up().await)
     }
 
-    /// Learns the tree-node lengths stored now, without catching up first. A reader
-    /// of a live store (MySQL) calls it *after* reading the head it will serve, so
+    /// Learns the tree-node lengths stored now (see [`NodeLengths`]). A reader calls it
+    /// *after* reading the head it will serve (and, on RocksDB, after catching up), so
     /// every node that head's epoch wrote is covered.
     pub async fn learn_node_lengths(&self) -> Result<(), StorageError> {
         each!(self, s => s.learn_node_lengths().await)
@@ -329,7 +329,7 @@ impl WriteGuard {
 /// akd never deletes a node, so the set only grows. The writer adds a length before
 /// the write holding it, so it never skips a stored node (a failed write leaves a
 /// length that costs a probe, no more). A reader in another process learns new lengths
-/// from [`Store::refresh`] before it serves a new epoch.
+/// from [`Store::learn_node_lengths`] before it serves a new epoch.
 #[derive(Debug, Default)]
 struct NodeLengths {
     /// Bit `len` is set when a node of that length may be stored.

@@ -230,7 +230,7 @@ impl MysqlStorage {
         }
         storage.check_schema(&mut conn).await?;
         drop(conn);
-        storage.refresh().await?;
+        storage.learn_node_lengths().await?;
         Ok(storage)
     }
 
@@ -310,10 +310,9 @@ impl MysqlStorage {
         }
     }
 
-    /// Nothing to catch up with (every query sees the latest commit); learns the
-    /// tree-node lengths stored since the last call.
-    pub async fn refresh(&self) -> Result<(), StorageError> {
-        self.learn_node_lengths().await
+    /// Nothing to catch up with: every query sees the latest commit.
+    pub async fn catch_up(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 
     /// Learns the tree-node lengths stored since the last call: one indexed probe per
@@ -861,8 +860,9 @@ impl Database for MysqlStorage {
 /// For this workspace's tests: a new, empty database named after `test` on the
 /// server `KT_TEST_MYSQL_URL` names (`mysql://user:password@host:port`, as
 /// `scripts/mariadb.sh start` prints it), as a URL for [`MysqlStorage::open`].
-/// `Ok(None)` when no server is named, so the caller can skip; an error instead when
-/// `KT_REQUIRE_MYSQL=1` (the test command sets it, so nothing is skipped in CI).
+/// `Ok(None)` when no server is named, so the caller can skip (a `SKIPPED` line on
+/// stderr says so); an error instead when `KT_REQUIRE_MYSQL=1` (the test command sets
+/// it, so nothing is skipped in CI).
 pub async fn test_database(test: &str) -> Result<Option<String>, StorageError> {
     let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
         if std::env::var("KT_REQUIRE_MYSQL").as_deref() == Ok("1") {
@@ -870,6 +870,7 @@ pub async fn test_database(test: &str) -> Result<Option<String>, StorageError> {
                 "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set".into(),
             ));
         }
+        eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
         return Ok(None);
     };
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

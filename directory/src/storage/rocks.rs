@@ -224,9 +224,8 @@ impl RocksStorage {
     }
 
     /// On a secondary: catches up with the primary's files (its flushed and logged
-    /// writes), then learns the tree-node lengths they hold. On a primary: nothing to
-    /// do (it wrote them itself).
-    pub async fn refresh(&self) -> Result<(), StorageError> {
+    /// writes). On a primary: nothing to do.
+    pub async fn catch_up(&self) -> Result<(), StorageError> {
         if self.inner.secondary.is_none() {
             return Ok(());
         }
@@ -238,14 +237,13 @@ impl RocksStorage {
                     cf: Cf::Meta,
                     op: "catch up with primary",
                     source,
-                })?;
-            scan_lengths(&inner.db, tree_nodes(&inner.db)?, &inner.node_lengths)
+                })
         })
         .await
     }
 
     /// Learns the tree-node lengths this instance sees (a secondary sees new ones only
-    /// after [`RocksStorage::refresh`]).
+    /// after [`RocksStorage::catch_up`]).
     pub async fn learn_node_lengths(&self) -> Result<(), StorageError> {
         self.blocking(|inner| scan_lengths(&inner.db, tree_nodes(&inner.db)?, &inner.node_lengths))
             .await
@@ -263,7 +261,11 @@ impl RocksStorage {
 
     /// The `Azks` row as stored (the last committed epoch), read straight from disk.
     pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
-        self.blocking(|inner| inner.get_azks()).await
+        // A replica asks this after every proof: from memory when it can be.
+        match self.inner.get_azks_in(Tier::Memory) {
+            Err(e) if e.needs_disk() => self.blocking(|inner| inner.get_azks()).await,
+            done => done,
+        }
     }
 
     /// Flushes every column family's memtables to SST files (so that

@@ -389,9 +389,6 @@ impl Backend {
         let url = kt_directory::storage::mysql::test_database(test)
             .await
             .expect("test database");
-        if url.is_none() {
-            eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
-        }
         url.map(Backend::Mysql)
     }
 
@@ -402,4 +399,9 @@ impl Backend {
             Backend::Mysql(url) => vec!["--mysql-url".into(), url.clone()],
         }
     }
+}
+
+/// Owned `serve` arguments as the `&[&str]` that [`Server::start_on`] takes.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
