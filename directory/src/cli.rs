@@ -33,7 +33,7 @@ enum Command {
     /// files). Prints the public keys. Never overwrites existing keys.
     Init(InitArgs),
     /// Run the directory: update intake, an epoch every interval, the proof API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Feed a running directory sample updates over HTTP, force epochs, and verify a
     /// lookup and a history proof of the result.
     SampleTraffic(TrafficArgs),
@@ -72,11 +72,19 @@ struct ServeArgs {
     /// RocksDB block cache, MiB [default: 512].
     #[arg(long, env = "KT_BLOCK_CACHE_MIB")]
     block_cache_mib: Option<usize>,
+    /// Threads a large batched RocksDB read (the publisher's preloads) is split
+    /// across, so that reads missing memory wait on the disk together [default: 16].
+    #[arg(long, env = "KT_READ_THREADS")]
+    read_threads: Option<usize>,
+    /// Nice levels the publisher's threads run below the HTTP API's, so that lookups
+    /// go first when both want the CPU (0-19) [default: 5].
+    #[arg(long, env = "KT_PUBLISHER_NICE")]
+    publisher_nice: Option<i32>,
     /// The publisher's akd record cache bound, MiB, by akd's own estimate of its
-    /// records [default: 256].
+    /// records, enforced every 30 s [default: none; the cache is renewed each epoch].
     #[arg(long, env = "KT_AKD_CACHE_MIB")]
     akd_cache_mib: Option<usize>,
-    /// How long an entry of the publisher's akd record cache lives, seconds [default: 600].
+    /// How long an entry of the publisher's akd record cache lives, seconds [default: 3600].
     #[arg(long, env = "KT_AKD_CACHE_SECS")]
     akd_cache_secs: Option<u64>,
     /// An auditor of this directory (base URL; repeatable, or KT_AUDITORS=a,b). Before
@@ -170,7 +178,7 @@ pub fn main() -> ExitCode {
     kt_client::run::run_command(async {
         match cli.command {
             Command::Init(args) => init(args).await,
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::SampleTraffic(args) => sample_traffic(args).await,
             Command::PublishSample(args) => publish_sample(args).await,
         }
@@ -203,6 +211,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         epoch_interval_secs: args.epoch_interval,
         max_updates_per_epoch: args.max_updates_per_epoch,
         block_cache_mib: args.block_cache_mib,
+        read_threads: args.read_threads,
+        publisher_nice: args.publisher_nice,
         akd_cache_mib: args.akd_cache_mib,
         akd_cache_secs: args.akd_cache_secs,
         auditors: args.auditors,

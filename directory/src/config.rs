@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
     /// RocksDB block cache, MiB.
     pub block_cache_mib: Option<usize>,
+    /// Threads a large batched RocksDB read is split across.
+    pub read_threads: Option<usize>,
+    /// Nice levels the publisher's threads run below the HTTP API's (0–19).
+    pub publisher_nice: Option<i32>,
     /// The publisher's akd record cache bound, MiB (akd's estimate of its records).
     pub akd_cache_mib: Option<usize>,
     /// The publisher's akd record cache: entry lifetime, seconds.
@@ -79,6 +83,12 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// RocksDB block cache, bytes.
     pub block_cache_bytes: usize,
+    /// Threads a large batched RocksDB read is split across (the publisher's
+    /// preloads wait on the disk read by read otherwise).
+    pub read_threads: usize,
+    /// Nice levels the publisher's threads run below the HTTP API's: lookups go first
+    /// when both want the CPU.
+    pub publisher_nice: i32,
     /// Auditors whose newest verified head must not be ahead of (or disagree with)
     /// this data directory before it publishes (`witness.rs`).
     pub auditors: Vec<String>,
@@ -109,6 +119,10 @@ pub struct Overrides {
     pub max_updates_per_epoch: Option<usize>,
     /// `--block-cache-mib` / `KT_BLOCK_CACHE_MIB`.
     pub block_cache_mib: Option<usize>,
+    /// `--read-threads` / `KT_READ_THREADS`.
+    pub read_threads: Option<usize>,
+    /// `--publisher-nice` / `KT_PUBLISHER_NICE`.
+    pub publisher_nice: Option<i32>,
     /// `--akd-cache-mib` / `KT_AKD_CACHE_MIB`.
     pub akd_cache_mib: Option<usize>,
     /// `--akd-cache-secs` / `KT_AKD_CACHE_SECS`.
@@ -177,23 +191,41 @@ impl ServeConfig {
                 )));
             }
         };
-        let d = crate::AkdCache::default();
+        let d = crate::AkdCache::publisher();
+        let limit_mib = over.akd_cache_mib.or(file.akd_cache_mib);
         let akd_cache = crate::AkdCache {
             lifetime: over
                 .akd_cache_secs
                 .or(file.akd_cache_secs)
                 .map_or(d.lifetime, Duration::from_secs),
-            limit_bytes: over
-                .akd_cache_mib
-                .or(file.akd_cache_mib)
-                .map_or(d.limit_bytes, |m| m << 20),
-            clean_every: d.clean_every,
+            limit_bytes: limit_mib.map(|m| m << 20).or(d.limit_bytes),
+            // A bound is enforced only at a clean: with one, clean as akd does by default.
+            clean_every: if limit_mib.is_some() {
+                crate::AkdCache::default().clean_every
+            } else {
+                d.clean_every
+            },
         };
-        if akd_cache.lifetime.is_zero() || akd_cache.limit_bytes == 0 {
+        if akd_cache.lifetime.is_zero() || akd_cache.limit_bytes == Some(0) {
             return Err(ConfigError::Invalid(
                 "akd_cache_secs and akd_cache_mib must be at least 1 (akd reads one node at a time without a cache)"
                     .into(),
             ));
+        }
+        let read_threads = over
+            .read_threads
+            .or(file.read_threads)
+            .unwrap_or(crate::storage::StorageConfig::default().read_threads);
+        if !(1..=256).contains(&read_threads) {
+            return Err(ConfigError::Invalid(format!(
+                "read_threads must be between 1 and 256, not {read_threads}"
+            )));
+        }
+        let publisher_nice = over.publisher_nice.or(file.publisher_nice).unwrap_or(5);
+        if !(0..=19).contains(&publisher_nice) {
+            return Err(ConfigError::Invalid(format!(
+                "publisher_nice must be between 0 and 19, not {publisher_nice}"
+            )));
         }
         let poll_ms = file.replica_poll_ms.unwrap_or(1000);
         if poll_ms == 0 {
@@ -212,6 +244,8 @@ impl ServeConfig {
             max_updates_per_epoch: max_per_epoch,
             limits,
             block_cache_bytes: over.block_cache_mib.or(file.block_cache_mib).unwrap_or(512) << 20,
+            read_threads,
+            publisher_nice,
             auditors: if over.auditors.is_empty() {
                 file.auditors.unwrap_or_default()
             } else {
@@ -253,12 +287,20 @@ mod tests {
     fn storage_backend_is_chosen_and_checked() {
         let rocks = ServeConfig::resolve(Overrides::default(), FileConfig::default()).expect("default");
         assert_eq!(rocks.backend, Backend::Rocks);
-        assert_eq!(rocks.akd_cache, crate::AkdCache::default());
-        let file: FileConfig = toml::from_str("akd_cache_mib = 256\nakd_cache_secs = 120").expect("toml");
-        let cache = ServeConfig::resolve(Overrides::default(), file)
-            .expect("cache")
-            .akd_cache;
-        assert_eq!((cache.limit_bytes, cache.lifetime.as_secs()), (256 << 20, 120));
+        assert_eq!(rocks.akd_cache, crate::AkdCache::publisher());
+        assert_eq!(rocks.akd_cache.limit_bytes, None, "renewed each epoch, unbounded");
+        assert_eq!(rocks.read_threads, 16);
+        let file: FileConfig =
+            toml::from_str("akd_cache_mib = 256\nakd_cache_secs = 120\nread_threads = 4").expect("toml");
+        let config = ServeConfig::resolve(Overrides::default(), file).expect("cache");
+        let cache = config.akd_cache;
+        assert_eq!(
+            (cache.limit_bytes, cache.lifetime.as_secs(), cache.clean_every.as_secs()),
+            (Some(256 << 20), 120, 30),
+            "a bound is enforced at akd's usual cleans"
+        );
+        assert_eq!(config.read_threads, 4);
+        assert_eq!(rocks.publisher_nice, 5);
         let file: FileConfig =
             toml::from_str("storage = \"mysql\"\nmysql_url = \"mysql://kt@127.0.0.1:3306/kt\"").expect("toml");
         let mysql = ServeConfig::resolve(Overrides::default(), file).expect("mysql");
@@ -285,6 +327,10 @@ mod tests {
             "replica_poll_ms = 0",
             "akd_cache_mib = 0",
             "akd_cache_secs = 0",
+            "read_threads = 0",
+            "read_threads = 1000",
+            "publisher_nice = -1",
+            "publisher_nice = 20",
         ] {
             let file: FileConfig = toml::from_str(bad).expect("toml");
             let err = ServeConfig::resolve(Overrides::default(), file).expect_err(bad);

@@ -35,27 +35,41 @@ use vrf::VrfSecret;
 /// MySQL), in-memory VRF key.
 pub type KtDirectory = Directory<KtConfig, Store, VrfSecret>;
 
-/// akd's record cache in front of the store, as the publisher's akd instance uses it.
-/// Without a cache akd skips its batched preloads and falls back to one read per node.
+/// akd's record cache in front of the store. Without a cache akd skips its batched
+/// preloads and falls back to one read per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AkdCache {
     /// How long an entry lives.
     pub lifetime: Duration,
-    /// The size bound, by akd's own estimate of its records (enforced at each clean).
-    pub limit_bytes: usize,
+    /// The size bound, by akd's own estimate of its records, enforced at each clean
+    /// (`None`: entries leave only when they expire).
+    pub limit_bytes: Option<usize>,
     /// How often expired entries are swept and the bound enforced.
     pub clean_every: Duration,
 }
 
 impl Default for AkdCache {
+    /// For a directory that lives long (the `sample` command, benchmarks): bounded.
     fn default() -> Self {
         AkdCache {
             lifetime: Duration::from_secs(600),
-            // 256 MiB, not akd's usual 1 GiB: at 1M entries and 200k updates per epoch
-            // it cut the publisher's peak by 2 GB in the third and fourth epoch of a
-            // process, with no slower publish (docs/performance.md, the cache sweep).
-            limit_bytes: 256 << 20,
+            limit_bytes: Some(256 << 20),
             clean_every: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AkdCache {
+    /// The publisher's: it opens a fresh akd directory, and so a fresh cache, for every
+    /// epoch (`Publisher::renew_directory`), so the cache holds one epoch's records and
+    /// needs no bound. A bounded cache cost more than it saved: at 10M entries akd's
+    /// clean (sort every key, remove most) took ~12 s of each epoch, and evicted the
+    /// nodes the audit blob reads next (docs/performance.md, "Publishing at 10M").
+    pub fn publisher() -> Self {
+        AkdCache {
+            lifetime: Duration::from_secs(3600),
+            limit_bytes: None,
+            clean_every: Duration::from_secs(3600),
         }
     }
 }
@@ -75,7 +89,7 @@ pub async fn open_directory_with(
     let manager = StorageManager::new(
         storage.into(),
         Some(cache.lifetime),
-        Some(cache.limit_bytes),
+        cache.limit_bytes,
         Some(cache.clean_every),
     );
     Directory::new(manager, vrf, AzksParallelismConfig::default()).await

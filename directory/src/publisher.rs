@@ -12,7 +12,8 @@
 //!    epoch. Readers never use the writer's akd instance: akd caches a commit before it
 //!    reaches the disk, and its in-flight transaction would show through;
 //! 4. build the audit blob `epoch-1 -> epoch` and store it (rebuilt at start-up if a
-//!    crash came first).
+//!    crash came first), from the nodes akd's cache still holds;
+//! 5. open a fresh akd directory for the next epoch, freeing this epoch's cache.
 //!
 //! After any failed write (or a commit whose hook refused it) the publisher refuses to
 //! go on: it marks itself failed and publishes nothing until a restart re-reads the disk.
@@ -221,8 +222,11 @@ pub struct Shared {
 
 /// The single writer of the directory.
 pub struct Publisher {
-    /// akd, writing. Never used for reads (see the module docs).
+    /// akd, writing. Never used for reads (see the module docs). A fresh one for every
+    /// epoch ([`Publisher::renew_directory`]).
     dir: KtDirectory,
+    /// The cache each fresh `dir` gets.
+    akd_cache: AkdCache,
     /// The database under `dir` (commit hook, heads, blobs).
     storage: Store,
     /// The VRF key, for new read views.
@@ -308,6 +312,7 @@ impl Publisher {
         let latest_blob_epoch = Arc::new(AtomicU64::new(0));
         let publisher = Publisher {
             dir,
+            akd_cache: config.akd_cache,
             storage: storage.clone(),
             vrf: keys.vrf,
             queue: Arc::clone(&queue),
@@ -568,6 +573,7 @@ impl Publisher {
         self.install_view(head.clone()).await?;
         self.store_audit_blob(&current.head, &head.head).await?;
         self.latest_blob_epoch.store(next, Ordering::SeqCst);
+        self.renew_directory(next).await?;
         self.update_storage_metric().await;
         Ok(self.response(head, true, taken))
     }
@@ -624,6 +630,24 @@ impl Publisher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Replaces akd's directory with a fresh one on the same store, at `epoch`. akd's
+    /// cache keeps every record an epoch read or wrote (3M at 200k updates), and a
+    /// bounded cache spends seconds sorting them all to evict most, including the nodes
+    /// the audit blob reads next. With a directory per epoch the cache holds one
+    /// epoch's working set, and the old one is freed on a blocking thread.
+    async fn renew_directory(&mut self, epoch: u64) -> Result<(), PublishError> {
+        let fresh = open_directory_with(self.storage.clone(), self.vrf.clone(), self.akd_cache).await?;
+        let at = fresh.get_epoch_hash().await?.0;
+        if at != epoch {
+            let reason = format!("a fresh akd directory stands at epoch {at}, not at the published {epoch}");
+            self.fail(reason.clone());
+            return Err(PublishError::Inconsistent(reason));
+        }
+        let old = std::mem::replace(&mut self.dir, fresh);
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
     }
 
     /// Builds the append-only proof `previous -> head` and stores it as an audit blob.

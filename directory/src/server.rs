@@ -38,9 +38,11 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     // lookup p99 during a publish both ways). On separate threads the OS shares the
     // cores between the two.
     let interval = config.epoch_interval;
+    let nice = config.publisher_nice;
     let publisher = std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || -> std::io::Result<()> {
+            lower_priority(nice);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("publisher")
@@ -61,6 +63,25 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     served?;
     tracing::info!("kt-directory stopped");
     Ok(())
+}
+
+/// Lowers the calling thread's CPU priority by `steps` nice levels (at most to 19).
+/// Linux keeps the nice value per thread and a new thread inherits its creator's, so
+/// called first on the publisher's thread it covers the runtime's workers, its blocking
+/// threads and the storage's read threads. When both want the 2 cores, lookups then go
+/// first (their p99 during a publish is a target); the publish, which has a whole epoch
+/// period, takes what they leave.
+fn lower_priority(steps: i32) {
+    if steps == 0 {
+        return;
+    }
+    let tid = Some(rustix::thread::gettid());
+    let lowered = rustix::process::getpriority_process(tid)
+        .and_then(|now| rustix::process::setpriority_process(tid, (now + steps).min(19)).map(|()| now + steps));
+    match lowered {
+        Ok(nice) => tracing::info!(nice, "the publisher runs at a lower CPU priority than the HTTP API"),
+        Err(e) => tracing::warn!(steps, error = %e, "could not lower the publisher's CPU priority"),
+    }
 }
 
 /// Runs a read replica of the directory whose keys are in `data` until a shutdown
@@ -117,6 +138,7 @@ fn read_token(config: &ServeConfig) -> anyhow::Result<Option<String>> {
 fn storage_config(config: &ServeConfig) -> StorageConfig {
     StorageConfig {
         block_cache_bytes: config.block_cache_bytes,
+        read_threads: config.read_threads,
         ..StorageConfig::default()
     }
 }
@@ -161,4 +183,26 @@ async fn http(
         .with_graceful_shutdown(kt_client::run::shutdown_signal())
         .await
         .context("HTTP server")
+}
+
+#[cfg(test)]
+mod tests {
+    fn nice_of_this_thread() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("getpriority")
+    }
+
+    #[test]
+    fn lowered_priority_is_per_thread_and_inherited() {
+        let before = nice_of_this_thread();
+        let (own, started) = std::thread::spawn(|| {
+            super::lower_priority(3);
+            let started = std::thread::spawn(nice_of_this_thread).join().expect("join");
+            (nice_of_this_thread(), started)
+        })
+        .join()
+        .expect("join");
+        assert_eq!(own, (before + 3).min(19));
+        assert_eq!(started, own, "threads the publisher starts inherit its priority");
+        assert_eq!(nice_of_this_thread(), before, "other threads keep theirs");
+    }
 }

@@ -209,9 +209,14 @@ async fn tree_node_batch_get_skips_absent_keys(store: support::TestStore) {
 
 /// A tree node whose label is `len` bits of `fill`.
 fn node_of_len(fill: u8, len: u32) -> DbRecord {
+    node_with(NodeLabel::new([fill; 32], len), fill)
+}
+
+/// A tree node at `label` whose hash is all `hash` bytes.
+fn node_with(label: NodeLabel, hash: u8) -> DbRecord {
     DbRecord::TreeNode(DbRecord::build_tree_node_with_previous_value(
-        NodeLabel::new([fill; 32], len).label_val,
-        len,
+        label.label_val,
+        label.label_len,
         3,
         1,
         [0u8; 32],
@@ -219,7 +224,7 @@ fn node_of_len(fill: u8, len: u32) -> DbRecord {
         1,
         None,
         None,
-        [fill; 32],
+        [hash; 32],
         None,
         None,
         None,
@@ -338,6 +343,85 @@ async fn reads_of_a_cold_database_fall_back_to_disk() {
         .expect("get");
     assert!(matches!(filler, DbRecord::ValueState(s) if s.version == 1));
     assert_eq!(lengths_found(&rocks, 3).await, lengths);
+}
+
+/// Large batched reads from disk are split across threads (`read_threads`): split or
+/// not, a cold database must answer every key exactly once. 7 threads over batches that
+/// do not divide evenly, against 1 thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_disk_reads_find_what_one_thread_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let nodes = 5_003u32;
+    let users = 3_001u32;
+    {
+        let rocks = open(&dir);
+        let mut records: Vec<DbRecord> = (0..nodes).map(node_at).collect();
+        for u in 0..users {
+            // Users with an even number have a second version at epoch 7.
+            records.push(DbRecord::ValueState(state(&format!("user-{u}"), 3, 1)));
+            if u % 2 == 0 {
+                records.push(DbRecord::ValueState(state(&format!("user-{u}"), 7, 2)));
+            }
+        }
+        rocks.batch_set(records, DbSetState::General).await.expect("batch_set");
+        rocks.flush().await.expect("flush");
+    }
+    // Present nodes interleaved with absent ones (another length-256 label each).
+    let keys: Vec<_> = (0..nodes)
+        .flat_map(|i| [node_key_at(i), node_key_at(i + 1_000_000)])
+        .collect();
+    let asked: Vec<AkdLabel> = (0..users + 500)
+        .map(|u| AkdLabel(format!("user-{u}").into_bytes()))
+        .collect();
+    let mut answers = Vec::new();
+    for threads in [1, 7] {
+        let config = StorageConfig {
+            read_threads: threads,
+            ..StorageConfig::default()
+        };
+        let rocks = RocksStorage::open(&path, &config).expect("open");
+        let mut found: Vec<NodeLabel> = rocks
+            .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&keys)
+            .await
+            .expect("batch_get")
+            .into_iter()
+            .map(|r| match r {
+                DbRecord::TreeNode(n) => n.label,
+                other => panic!("not a node: {other:?}"),
+            })
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found.len(), nodes as usize, "{threads} threads: every node once");
+        let versions = rocks
+            .get_user_state_versions(&asked, ValueStateRetrievalFlag::LeqEpoch(5))
+            .await
+            .expect("versions at epoch 5");
+        assert_eq!(versions.len(), users as usize, "{threads} threads: every stored user");
+        assert!(versions.values().all(|(v, _)| *v == 1), "at epoch 5 every version is 1");
+        let latest = rocks
+            .get_user_state_versions(&asked, ValueStateRetrievalFlag::MaxEpoch)
+            .await
+            .expect("latest versions");
+        let twice = latest.values().filter(|(v, _)| *v == 2).count();
+        assert_eq!(twice, users.div_ceil(2) as usize, "{threads} threads: second versions");
+        let mut latest: Vec<_> = latest.into_iter().collect();
+        latest.sort();
+        answers.push((found, latest));
+    }
+    assert!(answers[0] == answers[1], "1 and 7 read threads disagree");
+}
+
+/// The key of a distinct length-256 node label for `i`.
+fn node_key_at(i: u32) -> akd::tree_node::NodeKey {
+    let mut label = [0u8; 32];
+    label[..4].copy_from_slice(&i.to_be_bytes());
+    akd::tree_node::NodeKey(NodeLabel::new(label, 256))
+}
+
+/// A tree node at [`node_key_at`]`(i)`'s label.
+fn node_at(i: u32) -> DbRecord {
+    node_with(node_key_at(i).0, 7)
 }
 
 /// Closes `rocks` and opens the database again, with a cold block cache.

@@ -50,7 +50,7 @@ async fn start_guarded(
             ..StorageConfig::default()
         },
         max_per_epoch,
-        akd_cache: crate::AkdCache::default(),
+        akd_cache: crate::AkdCache::publisher(),
     };
     let (publisher, shared, triggers) = Publisher::open(config, keys, metrics.clone()).await.expect("open");
     let pinned = PinnedKeys {
@@ -456,7 +456,7 @@ async fn a_directory_whose_heads_another_key_signed_refuses_to_start() {
         db_path: data.db(),
         storage: StorageConfig::default(),
         max_per_epoch: 10,
-        akd_cache: crate::AkdCache::default(),
+        akd_cache: crate::AkdCache::publisher(),
     };
     let err = Publisher::open(config, data.load().expect("load"), Metrics::new().expect("metrics"))
         .await

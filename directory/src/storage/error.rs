@@ -97,6 +97,9 @@ pub enum StorageError {
     /// the publisher staged): nothing was written.
     #[error("commit hook refused the transaction: {0}")]
     CommitHook(String),
+    /// A thread of a split batched read panicked (a bug; the read is not answered).
+    #[error("a storage read thread panicked")]
+    ReadThreadPanicked,
     /// The blocking task running the RocksDB call died.
     #[error("storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

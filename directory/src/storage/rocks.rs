@@ -39,6 +39,9 @@ struct Inner {
     secondary: Option<PathBuf>,
     /// Whether writes fsync the WAL (see [`StorageConfig::sync_writes`]).
     sync_writes: bool,
+    /// How many threads a large batched read is split across (see
+    /// [`StorageConfig::read_threads`]): reads that miss memory wait on the disk.
+    read_threads: usize,
     /// Set after any failed write: akd's in-memory view may now disagree with the disk,
     /// so further writes are refused until a restart re-reads it.
     writes: WriteGuard,
@@ -109,6 +112,10 @@ impl Tier {
 /// preloads, tens of thousands of keys) go to a blocking thread at once.
 const MEMORY_BATCH_MAX: usize = 256;
 
+/// Fewest keys of a batched read given a thread of their own ([`Inner::in_chunks`]):
+/// below this, starting a thread costs more than the reads it overlaps.
+const READ_CHUNK_MIN: usize = 256;
+
 /// The keys of one `batch_get`, by column family.
 #[derive(Debug, Default)]
 struct Batch {
@@ -146,6 +153,7 @@ impl std::fmt::Debug for Inner {
             .field("path", &self.path)
             .field("secondary", &self.secondary)
             .field("sync_writes", &self.sync_writes)
+            .field("read_threads", &self.read_threads)
             .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
@@ -217,6 +225,7 @@ impl RocksStorage {
                 path,
                 secondary,
                 sync_writes: config.sync_writes,
+                read_threads: config.read_threads.max(1),
                 writes: WriteGuard::default(),
                 node_lengths,
             }),
@@ -553,19 +562,30 @@ impl Inner {
             let extra = hook(records)?;
             self.add_writes(&mut batch, extra)?;
         }
+        // In key order: a memtable takes sorted inserts far faster (its skip list
+        // resumes each search where the last ended), and akd hands over an epoch's
+        // 3M records in hash order. Stable, so a key written twice keeps its last value.
+        let mut node_puts = Vec::new();
+        let mut state_puts = Vec::new();
         for record in records {
             match record {
                 DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
                 DbRecord::TreeNode(node) => {
                     self.node_lengths.insert(node.label.label_len);
-                    batch.put_cf(nodes, codec::node_key(&node.label), codec::encode_tree_node(node))
+                    node_puts.push((codec::node_key(&node.label), node));
                 }
-                DbRecord::ValueState(state) => batch.put_cf(
-                    states,
-                    codec::value_state_key(&state.username, state.epoch),
-                    codec::encode_value_state(state),
-                ),
+                DbRecord::ValueState(state) => {
+                    state_puts.push((codec::value_state_key(&state.username, state.epoch), state));
+                }
             }
+        }
+        node_puts.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        state_puts.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        for (key, node) in node_puts {
+            batch.put_cf(nodes, key, codec::encode_tree_node(node));
+        }
+        for (key, state) in state_puts {
+            batch.put_cf(states, key, codec::encode_value_state(state));
         }
         self.write(batch)
     }
@@ -611,6 +631,7 @@ impl Inner {
 
     /// Batched point reads of one kind of record; absent keys are skipped. With
     /// [`Tier::Memory`], the keys whose blocks are not in memory come back unread.
+    /// Disk reads of many keys are split across threads (see [`Inner::in_chunks`]).
     fn multi_get(
         &self,
         cf: Cf,
@@ -618,6 +639,22 @@ impl Inner {
         tier: Tier,
     ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
         keys.sort_unstable();
+        match tier {
+            Tier::Memory => self.multi_get_sorted(cf, &keys, tier),
+            Tier::Disk => Ok((
+                self.in_chunks(&keys, |chunk| Ok(self.multi_get_sorted(cf, chunk, tier)?.0))?,
+                Vec::new(),
+            )),
+        }
+    }
+
+    /// [`Inner::multi_get`] of sorted `keys`, on the calling thread.
+    fn multi_get_sorted(
+        &self,
+        cf: Cf,
+        keys: &[Vec<u8>],
+        tier: Tier,
+    ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
         let handle = self.cf(cf)?;
         let mut out = Vec::with_capacity(keys.len());
         let mut unread = Vec::new();
@@ -630,7 +667,7 @@ impl Inner {
                 .iter()
                 .map(|k| self.db.get_pinned_cf_opt(handle, k, &opts))
                 .collect(),
-            Tier::Disk => self.db.batched_multi_get_cf_opt(handle, &keys, true, &opts),
+            Tier::Disk => self.db.batched_multi_get_cf_opt(handle, keys, true, &opts),
         };
         for (key, got) in keys.iter().zip(got) {
             let value = match got {
@@ -774,17 +811,50 @@ impl Inner {
         users: &[AkdLabel],
         flag: ValueStateRetrievalFlag,
     ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
-        let mut it = self.states_iter()?;
-        let mut out = HashMap::with_capacity(users.len());
-        // Seeking in key order keeps the iterator moving forward through the files.
-        let mut sorted: Vec<&AkdLabel> = users.iter().collect();
-        sorted.sort_by_cached_key(|user| codec::user_prefix(user));
-        for user in sorted {
-            if let Some((k, v)) = Self::find_state(&mut it, user, flag)? {
-                let decoded =
-                    codec::decode_version_and_value(&v).map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                out.insert(user.clone(), decoded);
+        // Seeking in key order keeps each iterator moving forward through the files;
+        // each thread of `in_chunks` seeks through its own range of users.
+        let mut sorted: Vec<(Vec<u8>, &AkdLabel)> = users.iter().map(|u| (codec::user_prefix(u), u)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let found = self.in_chunks(&sorted, |chunk| {
+            let mut it = self.states_iter()?;
+            let mut out = Vec::with_capacity(chunk.len());
+            for (_, user) in chunk {
+                if let Some((k, v)) = Self::find_state(&mut it, user, flag)? {
+                    let decoded = codec::decode_version_and_value(&v)
+                        .map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
+                    out.push(((*user).clone(), decoded));
+                }
             }
+            Ok(out)
+        })?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// `read` over `items` cut into at most `read_threads` contiguous chunks of at least
+    /// [`READ_CHUNK_MIN`] items, each on its own thread; the results in order. A batch
+    /// that misses memory waits on the disk read by read, and the disk answers many
+    /// reads at once (see [`StorageConfig::read_threads`]).
+    fn in_chunks<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        read: impl Fn(&[T]) -> Result<Vec<R>, StorageError> + Sync,
+    ) -> Result<Vec<R>, StorageError> {
+        let chunks = self.read_threads.min(items.len() / READ_CHUNK_MIN);
+        if chunks <= 1 {
+            return read(items);
+        }
+        let size = items.len().div_ceil(chunks);
+        let read = &read;
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(size)
+                .map(|chunk| scope.spawn(move || read(chunk)))
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut out = Vec::with_capacity(items.len());
+        for result in results {
+            out.extend(result.map_err(|_| StorageError::ReadThreadPanicked)??);
         }
         Ok(out)
     }
@@ -858,7 +928,8 @@ impl Database for RocksStorage {
             keys.add(Key::of::<St>(id)?, &self.inner.node_lengths);
         }
         if keys.len() > MEMORY_BATCH_MAX {
-            // The publisher's preloads: one batched read on a blocking thread.
+            // The publisher's preloads: one trip to a blocking thread, which splits
+            // the read across `read_threads`.
             return Ok(self.blocking(move |inner| inner.batch_get(keys, Tier::Disk)).await?.0);
         }
         let (mut found, unread) = self.inner.batch_get(keys, Tier::Memory)?;

@@ -88,6 +88,7 @@ impl Directory {
         out: &Path,
         max_per_epoch: u64,
         block_cache_mib: usize,
+        log_filter: &str,
         mysql_url: Option<&str>,
     ) -> anyhow::Result<Directory> {
         let config = out.join("serve.toml");
@@ -110,8 +111,7 @@ impl Directory {
             .arg("--data-dir")
             .arg(data_dir)
             .args(mysql_url.map(|url| ["--mysql-url", url]).into_iter().flatten())
-            // akd logs every lookup at info: that would measure the logger.
-            .env("RUST_LOG", "info,akd=warn")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

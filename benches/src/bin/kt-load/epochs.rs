@@ -85,6 +85,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         &args.out,
         args.load_batch.max(args.updates),
         args.block_cache_mib,
+        &args.directory_log,
         args.mysql_url.as_deref(),
     )
     .await?;

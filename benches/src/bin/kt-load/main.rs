@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// RocksDB block cache of the directory, MiB.
     #[arg(long, default_value_t = 1024)]
     pub block_cache_mib: usize,
+    /// The directory's log filter (`RUST_LOG`). akd logs every lookup at info, which
+    /// would measure the logger; `info,akd=warn,akd::directory=info` adds akd's publish
+    /// phases (versions read, VRF done, tree inserted, committed) with timestamps.
+    #[arg(long, default_value = "info,akd=warn")]
+    pub directory_log: String,
     /// Run the directory on this MySQL-protocol database (`kt-directory serve
     /// --mysql-url`) instead of the data directory's RocksDB. Bytes on disk are then
     /// the server's own table sizes (after `ANALYZE TABLE`).
