@@ -573,7 +573,7 @@ impl Publisher {
         self.install_view(head.clone()).await?;
         self.store_audit_blob(&current.head, &head.head).await?;
         self.latest_blob_epoch.store(next, Ordering::SeqCst);
-        self.renew_directory(next).await?;
+        self.renew_directory(next).await;
         self.update_storage_metric().await;
         Ok(self.response(head, true, taken))
     }
@@ -637,17 +637,31 @@ impl Publisher {
     /// bounded cache spends seconds sorting them all to evict most, including the nodes
     /// the audit blob reads next. With a directory per epoch the cache holds one
     /// epoch's working set, and the old one is freed on a blocking thread.
-    async fn renew_directory(&mut self, epoch: u64) -> Result<(), PublishError> {
-        let fresh = open_directory_with(self.storage.clone(), self.vrf.clone(), self.akd_cache).await?;
-        let at = fresh.get_epoch_hash().await?.0;
-        if at != epoch {
-            let reason = format!("a fresh akd directory stands at epoch {at}, not at the published {epoch}");
-            self.fail(reason.clone());
-            return Err(PublishError::Inconsistent(reason));
+    ///
+    /// The epoch has landed by now, so nothing here fails it. If the fresh directory
+    /// cannot be opened, the current one (correct, only holding more) carries on. If
+    /// it opens at another epoch than the one just published, the store disagrees with
+    /// the publisher and it refuses to go on.
+    async fn renew_directory(&mut self, epoch: u64) {
+        let keep = |e: &dyn std::fmt::Display| {
+            tracing::warn!(epoch, error = %e, "could not open a fresh akd directory; keeping this epoch's");
+        };
+        let fresh = match open_directory_with(self.storage.clone(), self.vrf.clone(), self.akd_cache).await {
+            Ok(fresh) => fresh,
+            Err(e) => return keep(&e),
+        };
+        match fresh.get_epoch_hash().await {
+            Ok(at) if at.0 == epoch => {}
+            Ok(at) => {
+                return self.fail(format!(
+                    "a fresh akd directory stands at epoch {}, not at the published {epoch}",
+                    at.0
+                ));
+            }
+            Err(e) => return keep(&e),
         }
         let old = std::mem::replace(&mut self.dir, fresh);
         tokio::task::spawn_blocking(move || drop(old));
-        Ok(())
     }
 
     /// Builds the append-only proof `previous -> head` and stores it as an audit blob.
