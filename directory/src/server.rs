@@ -76,8 +76,10 @@ fn lower_priority(steps: i32) {
         return;
     }
     let tid = Some(rustix::thread::gettid());
-    let lowered = rustix::process::getpriority_process(tid)
-        .and_then(|now| rustix::process::setpriority_process(tid, (now + steps).min(19)).map(|()| now + steps));
+    let lowered = rustix::process::getpriority_process(tid).and_then(|now| {
+        let nice = (now + steps).min(19);
+        rustix::process::setpriority_process(tid, nice).map(|()| nice)
+    });
     match lowered {
         Ok(nice) => tracing::info!(nice, "the publisher runs at a lower CPU priority than the HTTP API"),
         Err(e) => tracing::warn!(steps, error = %e, "could not lower the publisher's CPU priority"),

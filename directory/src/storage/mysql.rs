@@ -115,8 +115,9 @@ struct Inner {
     target: String,
     /// A read replica's store: it never writes, and never creates tables.
     read_only: bool,
-    /// Set after any failed write: a commit whose outcome is unknown (the connection
-    /// died before `COMMIT` answered) must not be guessed at; restart to re-read.
+    /// The publisher's staged commit hook, and the fence set after any failed write: a
+    /// commit whose outcome is unknown (the connection died before `COMMIT` answered)
+    /// must not be guessed at; restart to re-read.
     writes: WriteGuard,
     /// Tree-node lengths that exist (see [`NodeLengths`]): a lookup's ~250 probes of
     /// absent nodes would otherwise each be a query.

@@ -42,8 +42,9 @@ struct Inner {
     /// How many threads a large batched read is split across (see
     /// [`StorageConfig::read_threads`]): reads that miss memory wait on the disk.
     read_threads: usize,
-    /// Set after any failed write: akd's in-memory view may now disagree with the disk,
-    /// so further writes are refused until a restart re-reads it.
+    /// The publisher's staged commit hook, and the fence set after any failed write:
+    /// akd's in-memory view may then disagree with the disk, so further writes are
+    /// refused until a restart re-reads it.
     writes: WriteGuard,
     /// Label lengths at which at least one tree node is stored. A lookup's greedy
     /// preload asks for the node at every prefix length of three labels (~250 keys,
