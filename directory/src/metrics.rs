@@ -1,8 +1,8 @@
 //! Prometheus metrics of the directory, served at `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the directory exports, registered in one registry.
@@ -20,8 +20,36 @@ pub struct Metrics {
     pub updates_resolved: IntCounterVec,
     /// Updates akd published in the latest epoch.
     pub epoch_updates: IntGauge,
-    /// Time to publish an epoch: akd publish with its commit and head, without the audit blob.
+    /// Time to publish an epoch: from taking the batch to serving the signed head
+    /// (the audit blob is built after).
     pub publish_seconds: Histogram,
+    /// Seconds per phase of each epoch (take, wait_blob, versions, vrf, preload, insert,
+    /// commit, view), to see which phase a change moved.
+    pub publish_phase_seconds: HistogramVec,
+    /// The latest epoch's seconds per phase.
+    pub epoch_phase_seconds: GaugeVec,
+    /// The latest epoch's memory by owner at the end of each phase (`owner` = rss,
+    /// peak_rss within the phase, epoch_store, prepare_memo, block_cache, memtables,
+    /// write_batch).
+    pub epoch_memory_bytes: IntGaugeVec,
+    /// Tree nodes the insertion read that the preload had not loaded (0 when the
+    /// preload is exact).
+    pub epoch_store_fallback_reads: IntCounter,
+    /// Tree nodes the preload read.
+    pub preload_nodes: IntCounter,
+    /// Labels the prepare stage computed.
+    pub prepared_labels: IntCounter,
+    /// Labels of published epochs, by where their version and VRF came from
+    /// (`source` = prepared or computed).
+    pub epoch_labels: IntCounterVec,
+    /// Labels waiting for (or with) a prepare worker.
+    pub prepare_backlog: IntGauge,
+    /// Labels held by the prepare memo.
+    pub prepare_memo_labels: IntGauge,
+    /// CPU seconds of the prepare stage's threads (VRF and version reads).
+    pub prepare_cpu_seconds: Counter,
+    /// CPU seconds of the whole process (`/proc/self/stat`), sampled with the above.
+    pub process_cpu_seconds: Gauge,
     /// Time to build and store an epoch's audit blob.
     pub audit_blob_seconds: Histogram,
     /// Size of the latest audit blob.
@@ -61,7 +89,45 @@ impl Metrics {
                 HistogramOpts::new("publish_seconds", "akd publish, commit and head signing").buckets(slow.clone()),
             )?,
             audit_blob_seconds: Histogram::with_opts(
-                HistogramOpts::new("audit_blob_seconds", "Building and storing an audit blob").buckets(slow),
+                HistogramOpts::new("audit_blob_seconds", "Building and storing an audit blob").buckets(slow.clone()),
+            )?,
+            publish_phase_seconds: HistogramVec::new(
+                HistogramOpts::new("publish_phase_seconds", "Seconds per phase of each epoch").buckets(slow),
+                &["phase"],
+            )?,
+            epoch_phase_seconds: GaugeVec::new(
+                Opts::new("epoch_phase_seconds", "The latest epoch's seconds per phase"),
+                &["phase"],
+            )?,
+            epoch_memory_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "epoch_memory_bytes",
+                    "The latest epoch's memory by owner at the end of each phase",
+                ),
+                &["phase", "owner"],
+            )?,
+            epoch_store_fallback_reads: IntCounter::new(
+                "epoch_store_fallback_reads_total",
+                "Tree nodes the insertion read that the preload had not loaded",
+            )?,
+            preload_nodes: IntCounter::new("preload_nodes_total", "Tree nodes read by the epoch preload")?,
+            prepared_labels: IntCounter::new("prepared_labels_total", "Labels the prepare stage computed")?,
+            epoch_labels: IntCounterVec::new(
+                Opts::new(
+                    "epoch_labels_total",
+                    "Labels of published epochs, by where their version and VRF came from",
+                ),
+                &["source"],
+            )?,
+            prepare_backlog: IntGauge::new("prepare_backlog", "Labels waiting for a prepare worker")?,
+            prepare_memo_labels: IntGauge::new("prepare_memo_labels", "Labels held by the prepare memo")?,
+            prepare_cpu_seconds: Counter::new(
+                "prepare_cpu_seconds_total",
+                "CPU seconds of the prepare stage's threads",
+            )?,
+            process_cpu_seconds: Gauge::new(
+                "process_cpu_seconds",
+                "CPU seconds of the whole process, sampled with the prepare stage's",
             )?,
             audit_blob_bytes: IntGauge::new("audit_blob_bytes", "Size of the latest audit blob")?,
             publisher_failed: IntGauge::new("publisher_failed", "1 when the publisher refuses to go on")?,
@@ -106,7 +172,28 @@ impl Metrics {
         m.registry.register(Box::new(m.http_shed.clone()))?;
         m.registry.register(Box::new(m.proofs_rejected.clone()))?;
         m.registry.register(Box::new(m.storage_bytes.clone()))?;
+        m.registry.register(Box::new(m.publish_phase_seconds.clone()))?;
+        m.registry.register(Box::new(m.epoch_phase_seconds.clone()))?;
+        m.registry.register(Box::new(m.epoch_memory_bytes.clone()))?;
+        m.registry.register(Box::new(m.epoch_store_fallback_reads.clone()))?;
+        m.registry.register(Box::new(m.preload_nodes.clone()))?;
+        m.registry.register(Box::new(m.prepared_labels.clone()))?;
+        m.registry.register(Box::new(m.epoch_labels.clone()))?;
+        m.registry.register(Box::new(m.prepare_backlog.clone()))?;
+        m.registry.register(Box::new(m.prepare_memo_labels.clone()))?;
+        m.registry.register(Box::new(m.prepare_cpu_seconds.clone()))?;
+        m.registry.register(Box::new(m.process_cpu_seconds.clone()))?;
         Ok(m)
+    }
+
+    /// The prepare stage's series.
+    pub fn prepare(&self) -> crate::publisher::prepare::PrepareMetrics {
+        crate::publisher::prepare::PrepareMetrics {
+            prepared: self.prepared_labels.clone(),
+            epoch_labels: self.epoch_labels.clone(),
+            backlog: self.prepare_backlog.clone(),
+            memo_labels: self.prepare_memo_labels.clone(),
+        }
     }
 
     /// The text exposition format.

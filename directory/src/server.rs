@@ -5,6 +5,7 @@ use crate::config::ServeConfig;
 use crate::datadir::DataDir;
 use crate::http::{AppState, ReadGuard, router};
 use crate::metrics::Metrics;
+use crate::publisher::prepare::PrepareConfig;
 use crate::publisher::{Publisher, PublisherConfig, Shared};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::storage::{Backend, StorageConfig};
@@ -25,8 +26,12 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         storage: storage_config(&config),
         max_per_epoch: config.max_updates_per_epoch,
         akd_cache: config.akd_cache,
+        prepare: PrepareConfig {
+            nice: config.publisher_nice + 5,
+            ..PrepareConfig::for_epochs_of(config.max_updates_per_epoch)
+        },
     };
-    let (publisher, shared, triggers) = Publisher::open(publisher_config, keys, metrics.clone())
+    let (publisher, shared) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
     crate::witness::check(&config.auditors, &shared, std::time::Duration::from_secs(30)).await?;
@@ -47,7 +52,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("publisher")
                 .build()?;
-            runtime.block_on(publisher.run(interval, triggers, stopped));
+            runtime.block_on(publisher.run(interval, stopped));
             Ok(())
         })
         .context("starting the publisher thread")?;
@@ -71,7 +76,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
 /// threads and the storage's read threads. When both want the 2 cores, lookups then go
 /// first (their p99 during a publish is a target); the publish, which has a whole epoch
 /// period, takes what they leave.
-fn lower_priority(steps: i32) {
+pub(crate) fn lower_priority(steps: i32) {
     if steps == 0 {
         return;
     }

@@ -58,6 +58,31 @@ impl VrfSecret {
         Self::from_bytes(bytes)
     }
 
+    /// The public key's 32 bytes.
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.public.as_bytes());
+        out
+    }
+
+    /// `VRF(label, freshness, version)` as a tree-node label: exactly akd's
+    /// `get_node_label`, synchronously (the prepare stage and the writer call it on
+    /// threads of their own).
+    pub fn node_label<TC: Configuration>(
+        &self,
+        label: &AkdLabel,
+        freshness: VersionFreshness,
+        version: u64,
+    ) -> NodeLabel {
+        Self::get_node_label_with_expanded_key::<TC>(&self.0.expanded, &self.0.public, label, freshness, version)
+    }
+
+    /// The key of akd's value commitments, derived from the VRF secret as akd's
+    /// `Directory` derives it (`TC::hash(secret)`).
+    pub fn commitment_key<TC: Configuration>(&self) -> akd::Digest {
+        TC::hash(&self.0.secret)
+    }
+
     /// Reads a key file written by [`VrfSecret::create_file`].
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         Ok(Self::from_bytes(crate::datadir::read_secret(path)?))
@@ -103,13 +128,7 @@ impl VRFKeyStorage for VrfSecret {
         freshness: VersionFreshness,
         version: u64,
     ) -> Result<NodeLabel, VrfError> {
-        Ok(Self::get_node_label_with_expanded_key::<TC>(
-            &self.0.expanded,
-            &self.0.public,
-            label,
-            freshness,
-            version,
-        ))
+        Ok(self.node_label::<TC>(label, freshness, version))
     }
 
     async fn get_label_proof<TC: Configuration>(
@@ -176,6 +195,16 @@ mod tests {
             }
         }
     }
+    /// The commitment key is what akd's `Directory` derives: the value commitments of
+    /// a published epoch verify in a lookup proof only with it, so the differential
+    /// suite checks it end to end; here, the derivation itself.
+    #[test]
+    fn commitment_key_is_the_hash_of_the_secret() {
+        let key = VrfSecret::from_bytes([9; 32]);
+        assert_eq!(key.commitment_key::<KtConfig>(), KtConfig::hash(&[9; 32]));
+        assert_eq!(&key.public_key_bytes()[..], key.0.public.as_bytes());
+    }
+
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

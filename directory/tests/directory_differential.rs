@@ -17,6 +17,7 @@ on_both_backends!(
     reopen_keeps_epoch_root_and_proofs,
     corrupt_record_is_a_typed_error_not_a_panic,
     commit_hook_is_atomic_with_the_epoch,
+    our_publisher_matches_akds_publish,
 );
 
 type MemDirectory = Directory<KtConfig, AsyncInMemoryDatabase, VrfSecret>;
@@ -222,4 +223,203 @@ async fn commit_hook_is_atomic_with_the_epoch(store: TestStore) {
         .await
         .expect("mem 1");
     assert_eq!(mem.get_epoch_hash().await.expect("mem root"), root1);
+}
+
+/// Our epoch pipeline (prepare memo, epoch store, akd's insertion on its public `Azks`
+/// API, our commit, the background audit blob) against akd's own
+/// `Directory::publish` on its in-memory store, over many random epochs: new labels,
+/// rotations, values that are already current, several updates to one label in a
+/// batch, epochs prepared ahead and epochs computed inline. After every epoch the
+/// roots, every tree-node record, every value state and the `Azks` row are identical,
+/// and the audit blob is byte for byte what akd's `Directory::audit` gives, and akd's
+/// auditor accepts it.
+async fn our_publisher_matches_akds_publish(store: TestStore) {
+    use akd::storage::StorageUtil;
+    use akd::storage::types::{DbRecord, ValueStateRetrievalFlag};
+    use akd::storage::{Database, Storable};
+    use akd::tree_node::TreeNodeWithPreviousValue;
+    use kt_directory::datadir::{FORMAT_VERSION, Loaded, Manifest};
+    use kt_directory::metrics::Metrics;
+    use kt_directory::publisher::prepare::PrepareConfig;
+    use kt_directory::publisher::{Publisher, PublisherConfig};
+    use rand::{Rng, SeedableRng};
+
+    let (backend, db_path) = store.backend();
+    let keys = Loaded {
+        manifest: Manifest {
+            format: FORMAT_VERSION,
+            namespace: "differential.kt.invalid".into(),
+        },
+        signing: ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        vrf: vrf(),
+        token_hash: blake3::hash(b"token"),
+    };
+    let config = PublisherConfig {
+        backend,
+        db_path,
+        storage: kt_directory::storage::StorageConfig::default(),
+        max_per_epoch: 10_000,
+        akd_cache: kt_directory::AkdCache::publisher(),
+        prepare: PrepareConfig::for_epochs_of(10_000),
+    };
+    let (mut publisher, shared) = Publisher::open(config, keys, Metrics::new().expect("metrics"))
+        .await
+        .expect("open publisher");
+    let intake = shared.intake.clone().expect("the publisher takes updates");
+    let mem_db = AsyncInMemoryDatabase::new();
+    let mem = MemDirectory::new(
+        StorageManager::new_no_cache(mem_db.clone()),
+        vrf(),
+        AzksParallelismConfig::default(),
+    )
+    .await
+    .expect("in-memory directory");
+    let ours = shared.storage.clone();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    let mut known: Vec<(AkdLabel, Vec<u8>)> = Vec::new();
+    let mut next_label = 0u64;
+    let mut epoch = 0u64;
+    let mut prev_root = mem.get_epoch_hash().await.expect("root 0").1;
+    for round in 0..14u64 {
+        // This round's updates: new labels, rotations, re-publishing the current
+        // value, and a label updated twice (the later one wins).
+        let mut updates: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let fresh = if round == 9 { 0 } else { rng.gen_range(1..40) };
+        for _ in 0..fresh {
+            updates.push((
+                format!("user-{next_label}@example.org").into_bytes(),
+                vec![rng.r#gen::<u8>(); 8],
+            ));
+            next_label += 1;
+        }
+        if !known.is_empty() {
+            for _ in 0..rng.gen_range(0..30) {
+                let (label, value) = &known[rng.gen_range(0..known.len())];
+                let same = round == 9 || rng.gen_bool(0.2);
+                let value = if same {
+                    value.clone()
+                } else {
+                    rng.r#gen::<[u8; 12]>().to_vec()
+                };
+                updates.push((label.0.clone(), value));
+            }
+        }
+        if updates.len() > 2 && round != 9 {
+            let (label, _) = updates[0].clone();
+            updates.push((label, b"superseding".to_vec()));
+        }
+        // The winners, as akd is asked to publish them (last one per label).
+        let mut winners: Vec<(AkdLabel, akd::AkdValue)> = Vec::new();
+        for (label, value) in &updates {
+            winners.retain(|(l, _)| l.0 != *label);
+            winners.push((AkdLabel(label.clone()), akd::AkdValue(value.clone())));
+        }
+        intake.accept(updates).await.expect("accept");
+        if round % 3 != 1 {
+            // Most epochs find their labels prepared; every third computes them.
+            let waited = std::time::Instant::now();
+            while intake.prepare.backlog() > 0 {
+                assert!(waited.elapsed().as_secs() < 60, "the prepare stage never caught up");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let answer = publisher.publish().await.expect("our publish");
+        let reference = mem.publish(winners.clone()).await.expect("akd's publish");
+        assert_eq!(answer.epoch, reference.0, "round {round}: epoch");
+        assert_eq!(answer.head.head.root, reference.1, "round {round}: root");
+        if round == 9 {
+            assert!(!answer.published, "an all-unchanged batch publishes no epoch");
+            assert_eq!(reference.0, epoch);
+        } else {
+            assert_eq!(reference.0, epoch + 1);
+        }
+        for (label, value) in &winners {
+            match known.iter_mut().find(|(l, _)| l == label) {
+                Some(entry) => entry.1 = value.0.clone(),
+                None => known.push((label.clone(), value.0.clone())),
+            }
+        }
+
+        // Every record akd holds, we hold, and nothing more.
+        let want = mem_db
+            .batch_get_type_direct::<TreeNodeWithPreviousValue>()
+            .await
+            .expect("akd's nodes");
+        let ids: Vec<_> = want
+            .iter()
+            .map(|r| match r {
+                DbRecord::TreeNode(n) => n.get_id(),
+                other => panic!("not a node: {other:?}"),
+            })
+            .collect();
+        let mut got = ours
+            .batch_get::<TreeNodeWithPreviousValue>(&ids)
+            .await
+            .expect("our nodes");
+        let key = |r: &DbRecord| match r {
+            DbRecord::TreeNode(n) => codec_key(n),
+            _ => Vec::new(),
+        };
+        let mut want = want;
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, want, "round {round}: tree nodes");
+        assert_eq!(
+            ours.count(Cf::TreeNodes).await.expect("count") as usize,
+            want.len(),
+            "round {round}: no extra tree nodes"
+        );
+        let azks = mem_db.batch_get_type_direct::<akd::Azks>().await.expect("akd's azks");
+        assert_eq!(
+            azks,
+            vec![DbRecord::Azks(ours.stored_azks().await.expect("azks").expect("stored"))],
+            "round {round}: Azks row"
+        );
+        for (label, _) in &known {
+            let a = mem_db.get_user_data(label).await.expect("akd's states");
+            let b = ours.get_user_data(label).await.expect("our states");
+            let (mut a, mut b) = (a.states, b.states);
+            a.sort_by_key(|s| s.epoch);
+            b.sort_by_key(|s| s.epoch);
+            assert_eq!(a, b, "round {round}: value states of {label:?}");
+            let latest = ours
+                .get_user_state(label, ValueStateRetrievalFlag::MaxEpoch)
+                .await
+                .expect("latest state");
+            assert_eq!(Some(&latest), a.last());
+        }
+
+        if answer.published {
+            epoch = answer.epoch;
+            // The blob is built in the background: wait for it, then hold it to akd's.
+            let waited = std::time::Instant::now();
+            while shared.latest_blob_epoch.load(std::sync::atomic::Ordering::SeqCst) < epoch {
+                assert!(
+                    waited.elapsed().as_secs() < 60,
+                    "the audit blob of epoch {epoch} never came"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let blob = ours
+                .get_raw(Cf::AuditBlobs, epoch.to_be_bytes().to_vec())
+                .await
+                .expect("read blob")
+                .expect("blob stored");
+            let proof = mem.audit(epoch - 1, epoch).await.expect("akd's audit");
+            let akds = akd::local_auditing::AuditBlob::new(prev_root, reference.1, epoch, &proof.proofs[0])
+                .expect("akd's blob");
+            assert_eq!(blob, akds.data, "round {round}: audit blob");
+            akd::auditor::audit_verify::<KtConfig>(vec![prev_root, reference.1], proof)
+                .await
+                .expect("akd's auditor accepts the proof");
+            prev_root = reference.1;
+        }
+    }
+    assert!(epoch >= 12, "the rounds published epochs");
+}
+
+/// The sort key of a tree-node record: our storage key.
+fn codec_key(node: &akd::tree_node::TreeNodeWithPreviousValue) -> Vec<u8> {
+    kt_directory::storage::codec::node_key(&node.label).to_vec()
 }

@@ -66,7 +66,7 @@ pub(super) async fn post_updates(
         .validate(&state.limits.request_limits())
         .map_err(ApiError::bad_request)?;
     let count = batch.len();
-    let ids = match intake.queue.accept(batch).await {
+    let ids = match intake.accept(batch).await {
         Ok(ids) => ids,
         Err(e) => {
             if state.shared.storage.is_fenced() {

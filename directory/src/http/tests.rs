@@ -51,14 +51,15 @@ async fn start_guarded(
         },
         max_per_epoch,
         akd_cache: crate::AkdCache::publisher(),
+        prepare: crate::publisher::prepare::PrepareConfig::for_epochs_of(max_per_epoch),
     };
-    let (publisher, shared, triggers) = Publisher::open(config, keys, metrics.clone()).await.expect("open");
+    let (publisher, shared) = Publisher::open(config, keys, metrics.clone()).await.expect("open");
     let pinned = PinnedKeys {
         directory_key: shared.signing_key,
         vrf_public_key: shared.vrf_public_key.clone(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(publisher.run(std::time::Duration::from_secs(3600), triggers, stopped));
+    tokio::spawn(publisher.run(std::time::Duration::from_secs(3600), stopped));
     let limits = Limits {
         max_updates_per_request: 5,
         max_label_bytes: 32,
@@ -457,6 +458,7 @@ async fn a_directory_whose_heads_another_key_signed_refuses_to_start() {
         storage: StorageConfig::default(),
         max_per_epoch: 10,
         akd_cache: crate::AkdCache::publisher(),
+        prepare: crate::publisher::prepare::PrepareConfig::for_epochs_of(10),
     };
     let err = Publisher::open(config, data.load().expect("load"), Metrics::new().expect("metrics"))
         .await

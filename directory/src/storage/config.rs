@@ -25,6 +25,11 @@ pub struct StorageConfig {
     /// are mostly hashes and compress little, value states and keys compress well;
     /// RocksDB stores a block uncompressed when compression does not pay.
     pub compression: bool,
+    /// Most bytes the memtables of every column family may hold together, charged to
+    /// the block cache (one shared `WriteBufferManager`): the block cache's size then
+    /// bounds data blocks and memtables alike. An epoch's single atomic `WriteBatch`
+    /// may overshoot it while it is written; RocksDB flushes right after.
+    pub memtable_budget_bytes: usize,
     /// Background flush/compaction threads.
     pub background_jobs: i32,
     /// Threads a large batched read (the publisher's preloads, its version lookups,
@@ -44,6 +49,7 @@ impl Default for StorageConfig {
             block_cache_bytes: 512 << 20,
             bloom_bits_per_key: 10.0,
             write_buffer_bytes: 128 << 20,
+            memtable_budget_bytes: 256 << 20,
             compression: true,
             background_jobs: 2,
             read_threads: 16,

@@ -33,6 +33,7 @@ use akd::{AkdLabel, AkdValue, Azks};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Key of the akd `Azks` row in [`Cf::Meta`].
@@ -60,6 +61,59 @@ pub type CommitHook = Box<dyn FnOnce(&[DbRecord]) -> Result<Vec<Write>, StorageE
 
 /// A raw `(key, value)` pair of one of the publisher's column families.
 pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// A tree-node key: `label_len (u32 BE) || label_val` (see [`Cf::TreeNodes`]).
+pub type NodeKey = [u8; codec::NODE_KEY_LEN];
+
+/// Receives one encoded tree-node record; an error stops the walk.
+pub type NodeVisitor<'a> = dyn FnMut(&NodeKey, &[u8]) -> Result<(), StorageError> + 'a;
+
+/// The encoded tree-node records of one epoch, handed to [`Store::commit_epoch`]
+/// without a copy: the publisher's epoch store keeps the only one.
+pub trait NodeSource: Send + Sync {
+    /// How many records [`NodeSource::for_each_node`] yields.
+    fn node_count(&self) -> usize;
+    /// Calls `put` with every record, in key order (a memtable takes sorted inserts far
+    /// faster), each key once; stops at the first error.
+    fn for_each_node(&self, put: &mut NodeVisitor<'_>) -> Result<(), StorageError>;
+}
+
+/// Receives the raw records of [`Store::read_nodes`], from several threads at once.
+pub type NodeSink = Arc<dyn Fn(&NodeKey, &[u8]) -> Result<(), StorageError> + Send + Sync>;
+
+/// One epoch, written in one atomic write by [`Store::commit_epoch`].
+pub struct EpochCommit {
+    /// Every tree node the epoch wrote.
+    pub nodes: Arc<dyn NodeSource>,
+    /// The value states of the epoch's new versions.
+    pub states: Vec<ValueState>,
+    /// akd's `Azks` row at the new epoch: a reader that sees it sees the whole epoch.
+    pub azks: Azks,
+    /// The publisher's own writes (queue removals, outcomes, the signed head).
+    pub writes: Vec<Write>,
+}
+
+impl std::fmt::Debug for EpochCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochCommit")
+            .field("nodes", &self.nodes.node_count())
+            .field("states", &self.states.len())
+            .field("azks", &self.azks)
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+/// What the store itself holds in memory, for the publisher's memory-by-owner report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// RocksDB's block cache in use (with the memtables charged to it).
+    pub block_cache: u64,
+    /// RocksDB's memtables, every column family (`cur-size-all-mem-tables`).
+    pub memtables: u64,
+    /// The `WriteBatch` of the commit in progress, if one is being written.
+    pub write_batch: u64,
+}
 
 /// Which backend, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +234,27 @@ impl Store {
     /// store: `None` only when the label truly has no state.
     pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
         each!(self, s => s.latest_state(label, epoch).await)
+    }
+
+    /// Writes one epoch atomically: its tree nodes, value states, the publisher's
+    /// writes and akd's `Azks` row, all or nothing. Any failure fences later writes.
+    pub async fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
+        each!(self, s => s.commit_epoch(commit).await)
+    }
+
+    /// Reads the tree nodes at `keys` that exist, in raw form, into `sink` (absent keys
+    /// are skipped). Large batches are split across threads (RocksDB) or pooled
+    /// connections (MySQL), so `sink` is called from several threads.
+    pub async fn read_nodes(&self, keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
+        each!(self, s => s.read_nodes(keys, sink).await)
+    }
+
+    /// What the store holds in memory now (zero where a backend keeps nothing).
+    pub fn memory(&self) -> StoreMemory {
+        match self {
+            Store::Rocks(s) => s.memory(),
+            Store::Mysql(_) => StoreMemory::default(),
+        }
     }
 
     /// Stages `hook` for akd's next transaction commit (replacing any staged one).

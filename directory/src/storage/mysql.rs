@@ -25,14 +25,15 @@
 //! half-written epoch as the current one (`docs/scale.md`).
 
 use super::{
-    AZKS_KEY, Cf, CommitHook, Key, NodeLengths, RawEntry, SCHEMA_KEY, StorageError, Write, WriteGuard, codec,
-    node_key_len, not_found,
+    AZKS_KEY, Cf, CommitHook, EpochCommit, Key, NodeKey, NodeLengths, NodeSink, RawEntry, SCHEMA_KEY, StorageError,
+    Write, WriteGuard, codec, node_key_len, not_found,
 };
 use akd::errors::StorageError as AkdStorageError;
 use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
 use akd::storage::{Database, DbSetState, Storable};
 use akd::{AkdLabel, AkdValue, Azks};
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
 use std::collections::HashMap;
@@ -48,6 +49,11 @@ pub const PART_BYTES: usize = 512 << 10;
 const MIN_PACKET_BYTES: u64 = 4 << 20;
 /// Rows per multi-row statement (MySQL allows 65535 placeholders per statement).
 const ROWS_PER_STATEMENT: usize = 1000;
+/// Pooled connections a large batched read runs on at once (the publisher's preloads
+/// and version reads, the readers' preloads): each waits for the server's disk, and a
+/// server answers many statements at once. The counterpart of RocksDB's
+/// `read_threads`.
+const READ_CONNECTIONS: usize = 8;
 /// Bytes of values per multi-row statement, well under [`MIN_PACKET_BYTES`].
 const BYTES_PER_STATEMENT: usize = 1 << 20;
 /// How long to wait for the server at start-up before giving up with a clear error.
@@ -410,8 +416,14 @@ impl MysqlStorage {
     /// Counts the entries of `cf`.
     pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
         let mut conn = self.conn().await?;
+        // akd's tables hold one row per record; the publisher's, one per part.
+        let whole = if matches!(cf, Cf::TreeNodes | Cf::ValueStates) {
+            ""
+        } else {
+            " WHERE part = 0"
+        };
         let n: Option<u64> = conn
-            .query_first(format!("SELECT COUNT(*) FROM {} WHERE part = 0", table(cf)))
+            .query_first(format!("SELECT COUNT(*) FROM {}{whole}", table(cf)))
             .await
             .map_err(db_err("count"))?;
         Ok(n.unwrap_or(0))
@@ -460,67 +472,87 @@ impl MysqlStorage {
     /// One transaction: the publisher's `extra` writes, akd's records, the `Azks` row
     /// last. Any failure fences later writes.
     async fn commit(&self, records: &[DbRecord], extra: Vec<Write>) -> Result<(), StorageError> {
-        if self.inner.read_only {
-            return Err(StorageError::ReadOnly);
-        }
-        self.inner.writes.check()?;
-        let result = self.commit_unfenced(records, extra).await;
-        if let Err(e) = &result {
-            self.inner.writes.fence();
-            tracing::error!(target = %self.inner.target, records = records.len(), error = %e, "MySQL write failed; fencing writes");
-        }
-        result
-    }
-
-    async fn commit_unfenced(&self, records: &[DbRecord], extra: Vec<Write>) -> Result<(), StorageError> {
-        let mut nodes = Vec::new();
-        let mut states = Vec::new();
-        let mut azks = None;
+        let mut rows = Rows::default();
         for record in records {
             match record {
-                DbRecord::Azks(a) => azks = Some(codec::encode_azks(a)),
+                DbRecord::Azks(a) => rows.azks = Some(codec::encode_azks(a)),
                 DbRecord::TreeNode(node) => {
                     self.inner.node_lengths.insert(node.label.label_len);
-                    nodes.push((codec::node_key(&node.label).to_vec(), codec::encode_tree_node(node)));
+                    rows.nodes
+                        .push((codec::node_key(&node.label).to_vec(), codec::encode_tree_node(node)));
                 }
-                DbRecord::ValueState(state) => {
-                    if state.username.0.len() > MAX_USER_BYTES {
-                        return Err(StorageError::BadKey(format!(
-                            "user label of {} bytes; the MySQL backend stores at most {MAX_USER_BYTES}",
-                            state.username.0.len()
-                        )));
-                    }
-                    states.push((
-                        state.username.0.clone(),
-                        state.epoch,
-                        state.version,
-                        codec::encode_value_state(state),
-                    ));
-                }
+                DbRecord::ValueState(state) => rows.add_state(state)?,
             }
         }
-        let mut puts: HashMap<Cf, Vec<RawEntry>> = HashMap::new();
-        let mut deletes: HashMap<Cf, Vec<Vec<u8>>> = HashMap::new();
+        self.add_writes(&mut rows, extra)?;
+        self.commit_rows(rows).await
+    }
+
+    /// One epoch in one transaction (see [`MysqlStorage::commit`]).
+    pub async fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
+        let mut rows = Rows::default();
+        self.add_writes(&mut rows, commit.writes)?;
+        rows.nodes.reserve(commit.nodes.node_count());
+        commit.nodes.for_each_node(&mut |key, value| {
+            self.inner.node_lengths.insert(node_key_len(key));
+            rows.nodes.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })?;
+        for state in &commit.states {
+            rows.add_state(state)?;
+        }
+        rows.azks = Some(codec::encode_azks(&commit.azks));
+        self.commit_rows(rows).await
+    }
+
+    /// Sorts the publisher's writes into `rows` (tree nodes and value states go with
+    /// akd's).
+    fn add_writes(&self, rows: &mut Rows, extra: Vec<Write>) -> Result<(), StorageError> {
         for w in extra {
             match w {
                 Write::Put(Cf::TreeNodes, k, v) => {
                     if let Some(len) = super::key_label_len(&k) {
                         self.inner.node_lengths.insert(len);
                     }
-                    nodes.push((k, v));
+                    rows.nodes.push((k, v));
                 }
                 Write::Put(Cf::ValueStates, k, v) => {
                     let (user, epoch) =
                         codec::split_value_state_key(&k).map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
                     let (version, _) = codec::decode_version_and_value(&v)
                         .map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                    states.push((user.to_vec(), epoch, version, v));
+                    rows.states.push((user.to_vec(), epoch, version, v));
                 }
-                Write::Put(cf, k, v) => puts.entry(cf).or_default().push((k, v)),
-                Write::Delete(cf, k) => deletes.entry(cf).or_default().push(k),
+                Write::Put(cf, k, v) => rows.puts.entry(cf).or_default().push((k, v)),
+                Write::Delete(cf, k) => rows.deletes.entry(cf).or_default().push(k),
             }
         }
+        Ok(())
+    }
 
+    /// Writes `rows` in one transaction, fencing later writes on any failure.
+    async fn commit_rows(&self, rows: Rows) -> Result<(), StorageError> {
+        if self.inner.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        self.inner.writes.check()?;
+        let count = rows.nodes.len() + rows.states.len();
+        let result = self.commit_unfenced(rows).await;
+        if let Err(e) = &result {
+            self.inner.writes.fence();
+            tracing::error!(target = %self.inner.target, records = count, error = %e, "MySQL write failed; fencing writes");
+        }
+        result
+    }
+
+    async fn commit_unfenced(&self, rows: Rows) -> Result<(), StorageError> {
+        let Rows {
+            nodes,
+            states,
+            azks,
+            puts,
+            deletes,
+        } = rows;
         let mut conn = self.conn().await?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
@@ -560,6 +592,40 @@ impl MysqlStorage {
             put_parts(&mut tx, Cf::Meta, vec![(AZKS_KEY.to_vec(), azks)]).await?;
         }
         tx.commit().await.map_err(db_err("commit"))
+    }
+
+    /// The tree nodes at `keys` that exist, raw, into `sink`: statements of
+    /// [`ROWS_PER_STATEMENT`] keys on up to [`READ_CONNECTIONS`] connections at once.
+    pub async fn read_nodes(&self, mut keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
+        keys.retain(|k| self.inner.node_lengths.may_contain(node_key_len(k)));
+        let chunks: Vec<Vec<NodeKey>> = keys.chunks(ROWS_PER_STATEMENT).map(<[NodeKey]>::to_vec).collect();
+        futures_util::stream::iter(chunks)
+            .map(|chunk| {
+                let sink = Arc::clone(&sink);
+                let this = self.clone();
+                async move {
+                    for (k, v) in this.node_rows(&chunk).await? {
+                        let key: NodeKey = k
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| StorageError::MysqlSetup(format!("a tree-node key of {} bytes", k.len())))?;
+                        sink(&key, &v)?;
+                    }
+                    Ok::<(), StorageError>(())
+                }
+            })
+            .buffer_unordered(READ_CONNECTIONS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// `(k, v)` of the stored tree nodes among `keys`, on a connection of its own.
+    async fn node_rows(&self, keys: &[NodeKey]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut conn = self.conn().await?;
+        let sql = format!("SELECT k, v FROM kt_tree_nodes WHERE k IN ({})", marks(keys.len()));
+        let params: Vec<Value> = keys.iter().map(|k| Value::from(k.to_vec())).collect();
+        conn.exec(sql, params).await.map_err(db_err("batch get tree nodes"))
     }
 
     async fn get(&self, key: &Key) -> Result<Option<DbRecord>, StorageError> {
@@ -608,13 +674,17 @@ impl MysqlStorage {
         if azks {
             out.extend(get_azks(&mut conn).await?.map(DbRecord::Azks));
         }
-        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!("SELECT k, v FROM kt_tree_nodes WHERE k IN ({})", marks(chunk.len()));
-            let params: Vec<Value> = chunk.iter().map(|k| Value::from(k.to_vec())).collect();
-            let rows: Vec<(Vec<u8>, Vec<u8>)> = conn.exec(sql, params).await.map_err(db_err("batch get tree nodes"))?;
-            for (k, v) in rows {
-                out.push(decode_node(&k, &v)?);
-            }
+        let chunks: Vec<Vec<NodeKey>> = nodes.chunks(ROWS_PER_STATEMENT).map(<[NodeKey]>::to_vec).collect();
+        let node_rows: Vec<Vec<(Vec<u8>, Vec<u8>)>> = futures_util::stream::iter(chunks)
+            .map(|chunk| {
+                let this = self.clone();
+                async move { this.node_rows(&chunk).await }
+            })
+            .buffer_unordered(READ_CONNECTIONS)
+            .try_collect()
+            .await?;
+        for (k, v) in node_rows.into_iter().flatten() {
+            out.push(decode_node(&k, &v)?);
         }
         for chunk in states.chunks(ROWS_PER_STATEMENT / 2) {
             let sql = format!(
@@ -683,17 +753,24 @@ impl MysqlStorage {
         flag: ValueStateRetrievalFlag,
     ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
         let mut out: HashMap<AkdLabel, (u64, u64, AkdValue)> = HashMap::with_capacity(users.len());
-        let mut conn = self.conn().await?;
-        for chunk in users.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT user, epoch, version, v FROM kt_value_states WHERE user IN ({})",
-                marks(chunk.len())
-            );
-            let params: Vec<Value> = chunk.iter().map(|u| Value::from(u.0.clone())).collect();
-            let rows: Vec<(Vec<u8>, u64, u64, Vec<u8>)> = conn
-                .exec(sql, params)
-                .await
-                .map_err(db_err("get user state versions"))?;
+        let chunks: Vec<Vec<AkdLabel>> = users.chunks(ROWS_PER_STATEMENT).map(<[AkdLabel]>::to_vec).collect();
+        let chunks: Vec<Vec<StateRow>> = futures_util::stream::iter(chunks)
+            .map(|chunk| {
+                let this = self.clone();
+                async move {
+                    let mut conn = this.conn().await?;
+                    let sql = format!(
+                        "SELECT user, epoch, version, v FROM kt_value_states WHERE user IN ({})",
+                        marks(chunk.len())
+                    );
+                    let params: Vec<Value> = chunk.iter().map(|u| Value::from(u.0.clone())).collect();
+                    conn.exec(sql, params).await.map_err(db_err("get user state versions"))
+                }
+            })
+            .buffer_unordered(READ_CONNECTIONS)
+            .try_collect()
+            .await?;
+        for rows in chunks {
             for (user, epoch, version, v) in rows {
                 let wanted = match flag {
                     ValueStateRetrievalFlag::SpecificEpoch(e) => epoch == e,
@@ -719,6 +796,42 @@ impl MysqlStorage {
             }
         }
         Ok(out.into_iter().map(|(k, (_, ver, value))| (k, (ver, value))).collect())
+    }
+}
+
+/// A `kt_value_states` row: (user, epoch, version, encoded state).
+type StateRow = (Vec<u8>, u64, u64, Vec<u8>);
+
+/// The rows of one transaction, by table.
+#[derive(Debug, Default)]
+struct Rows {
+    /// `kt_tree_nodes` upserts: (key, encoded record).
+    nodes: Vec<RawEntry>,
+    /// `kt_value_states` upserts.
+    states: Vec<StateRow>,
+    /// The encoded `Azks` row, written last: it moves the epoch.
+    azks: Option<Vec<u8>>,
+    /// The publisher's tables: puts, by table.
+    puts: HashMap<Cf, Vec<RawEntry>>,
+    /// The publisher's tables: deletes, by table.
+    deletes: HashMap<Cf, Vec<Vec<u8>>>,
+}
+
+impl Rows {
+    fn add_state(&mut self, state: &ValueState) -> Result<(), StorageError> {
+        if state.username.0.len() > MAX_USER_BYTES {
+            return Err(StorageError::BadKey(format!(
+                "user label of {} bytes; the MySQL backend stores at most {MAX_USER_BYTES}",
+                state.username.0.len()
+            )));
+        }
+        self.states.push((
+            state.username.0.clone(),
+            state.epoch,
+            state.version,
+            codec::encode_value_state(state),
+        ));
+        Ok(())
     }
 }
 

@@ -7,8 +7,8 @@
 //! off the async workers.
 
 use super::{
-    AZKS_KEY, Cf, CommitHook, Key, NodeLengths, RawEntry, SCHEMA_KEY, SCHEMA_VERSION, StorageConfig, StorageError,
-    Write, WriteGuard, codec, key_label_len, node_key_len, not_found,
+    AZKS_KEY, Cf, CommitHook, EpochCommit, Key, NodeKey, NodeLengths, NodeSink, RawEntry, SCHEMA_KEY, SCHEMA_VERSION,
+    StorageConfig, StorageError, StoreMemory, Write, WriteGuard, codec, key_label_len, node_key_len, not_found,
 };
 use akd::errors::StorageError as AkdStorageError;
 use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
@@ -17,11 +17,12 @@ use akd::{AkdLabel, AkdValue, Azks};
 use async_trait::async_trait;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
 #[derive(Clone, Debug)]
@@ -32,6 +33,11 @@ pub struct RocksStorage {
 struct Inner {
     /// The open database; all column families of [`Cf::ALL`] exist in it.
     db: DB,
+    /// The block cache every column family shares (its usage is reported by owner).
+    cache: Cache,
+    /// Bytes of the epoch `WriteBatch` being written (0 between commits): the one
+    /// moment the epoch exists in RocksDB's memory besides the memtable.
+    batch_bytes: AtomicU64,
     /// Where it lives, for error messages and reopening.
     path: PathBuf,
     /// A read replica's own directory (info log), when this is a secondary instance:
@@ -167,6 +173,10 @@ impl RocksStorage {
         let path = path.as_ref().to_path_buf();
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
         let mut db_opts = db_options(config);
+        // Memtables are charged to the block cache: one bound for both.
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager_with_cache(config.memtable_budget_bytes, false, cache.clone());
+        db_opts.set_write_buffer_manager(&write_buffers);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         let cfs = Cf::ALL
@@ -176,7 +186,7 @@ impl RocksStorage {
             path: path.clone(),
             source,
         })?;
-        let storage = Self::wrap(db, path, config, None)?;
+        let storage = Self::wrap(db, cache, path, config, None)?;
         storage.inner.check_schema()?;
         Ok(storage)
     }
@@ -212,17 +222,25 @@ impl RocksStorage {
                 source,
             }
         })?;
-        let storage = Self::wrap(db, path, config, Some(secondary))?;
+        let storage = Self::wrap(db, cache, path, config, Some(secondary))?;
         storage.inner.check_schema()?;
         Ok(storage)
     }
 
-    fn wrap(db: DB, path: PathBuf, config: &StorageConfig, secondary: Option<PathBuf>) -> Result<Self, StorageError> {
+    fn wrap(
+        db: DB,
+        cache: Cache,
+        path: PathBuf,
+        config: &StorageConfig,
+        secondary: Option<PathBuf>,
+    ) -> Result<Self, StorageError> {
         let node_lengths = NodeLengths::default();
         scan_lengths(&db, tree_nodes(&db)?, &node_lengths)?;
         Ok(RocksStorage {
             inner: Arc::new(Inner {
                 db,
+                cache,
+                batch_bytes: AtomicU64::new(0),
                 path,
                 secondary,
                 sync_writes: config.sync_writes,
@@ -333,6 +351,79 @@ impl RocksStorage {
         let storage = self.clone();
         self.blocking(move |_| Cf::ALL.iter().map(|&cf| Ok((cf, storage.live_bytes(cf)?))).collect())
             .await
+    }
+
+    /// One epoch in one synced `WriteBatch`: the publisher's writes, the tree nodes in
+    /// key order (straight from the epoch store, no copy in between), the value states
+    /// in key order, and akd's `Azks` row.
+    pub async fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
+        self.blocking(move |inner| inner.commit_epoch(commit)).await
+    }
+
+    /// The tree nodes at `keys` that exist, raw, into `sink`; split across
+    /// `read_threads` threads like the other large reads.
+    pub async fn read_nodes(&self, mut keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
+        keys.retain(|k| self.inner.node_lengths.may_contain(node_key_len(k)));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            keys.sort_unstable();
+            inner.in_chunks(&keys, |chunk| {
+                let handle = inner.cf(Cf::TreeNodes)?;
+                let got = inner
+                    .db
+                    .batched_multi_get_cf_opt(handle, chunk, true, &ReadOptions::default());
+                for (key, got) in chunk.iter().zip(got) {
+                    match got {
+                        Ok(Some(value)) => sink(key, &value)?,
+                        Ok(None) => {}
+                        Err(source) => {
+                            return Err(StorageError::Rocks {
+                                cf: Cf::TreeNodes,
+                                op: "multi_get",
+                                source,
+                            });
+                        }
+                    }
+                }
+                Ok(Vec::<()>::new())
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// akd's `get_user_state_versions`, on the calling thread (which may block on the
+    /// disk): for threads of their own, such as the prepare stage's workers, whose CPU
+    /// time is then their own.
+    pub fn user_state_versions_here(
+        &self,
+        users: &[AkdLabel],
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
+        self.inner.user_state_versions(users, flag)
+    }
+
+    /// Block cache, memtables and the commit in flight, from RocksDB's own counters.
+    pub fn memory(&self) -> StoreMemory {
+        let inner = &self.inner;
+        let memtables = Cf::ALL
+            .iter()
+            .filter_map(|&cf| inner.cf(cf).ok())
+            .filter_map(|h| {
+                inner
+                    .db
+                    .property_int_value_cf(h, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+            })
+            .sum();
+        StoreMemory {
+            block_cache: inner.cache.get_usage() as u64,
+            memtables,
+            write_batch: inner.batch_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Stages `hook` for akd's next transaction commit (replacing any staged one).
@@ -554,6 +645,37 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
+        let EpochCommit {
+            nodes,
+            mut states,
+            azks,
+            writes,
+        } = commit;
+        let (meta, node_cf, state_cf) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
+        let mut batch = WriteBatch::default();
+        self.add_writes(&mut batch, writes)?;
+        nodes.for_each_node(&mut |key, value| {
+            self.node_lengths.insert(node_key_len(key));
+            batch.put_cf(node_cf, key, value);
+            Ok(())
+        })?;
+        let mut keyed: Vec<(Vec<u8>, &ValueState)> = states
+            .iter()
+            .map(|s| (codec::value_state_key(&s.username, s.epoch), s))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, state) in keyed {
+            batch.put_cf(state_cf, key, codec::encode_value_state(state));
+        }
+        states.clear();
+        batch.put_cf(meta, AZKS_KEY, codec::encode_azks(&azks));
+        self.batch_bytes.store(batch.size_in_bytes() as u64, Ordering::Relaxed);
+        let written = self.write(batch);
+        self.batch_bytes.store(0, Ordering::Relaxed);
+        written
     }
 
     fn put_records(&self, records: &[DbRecord], hook: Option<CommitHook>) -> Result<(), StorageError> {

@@ -38,6 +38,15 @@ impl TestStore {
         url.map(TestStore::Mysql)
     }
 
+    /// The backend and RocksDB path of this store, as the publisher's config names them.
+    pub fn backend(&self) -> (kt_directory::storage::Backend, std::path::PathBuf) {
+        use kt_directory::storage::Backend;
+        match self {
+            TestStore::Rocks(dir) => (Backend::Rocks, dir.path().join("db")),
+            TestStore::Mysql(url) => (Backend::Mysql { url: url.clone() }, Default::default()),
+        }
+    }
+
     /// Opens the store as the publisher does.
     pub async fn open(&self) -> kt_directory::storage::Store {
         use kt_directory::storage::{Backend, Role, StorageConfig, Store};

@@ -38,6 +38,20 @@ pub struct Scrape {
     pub publish_seconds: f64,
     /// `kt_directory_audit_blob_seconds_sum`.
     pub audit_blob_seconds: f64,
+    /// `kt_directory_audit_blob_seconds_count`: blobs stored since start.
+    pub audit_blobs: u64,
+    /// `kt_directory_prepare_backlog`: labels waiting for the prepare stage.
+    pub prepare_backlog: u64,
+    /// `kt_directory_prepare_cpu_seconds_total`.
+    pub prepare_cpu_seconds: f64,
+    /// `kt_directory_epoch_labels_total{source}`: labels found prepared / computed.
+    pub epoch_labels: HashMap<String, u64>,
+    /// `kt_directory_epoch_store_fallback_reads_total`.
+    pub fallback_reads: u64,
+    /// `kt_directory_epoch_phase_seconds{phase}`: the latest epoch's phases.
+    pub phases: HashMap<String, f64>,
+    /// `kt_directory_epoch_memory_bytes{phase,owner}`: memory by owner at each phase's end.
+    pub memory: HashMap<String, HashMap<String, u64>>,
     /// `kt_directory_audit_blob_bytes`.
     pub audit_blob_bytes: u64,
     /// `kt_directory_updates_resolved_total{outcome="published"}`.
@@ -289,19 +303,78 @@ fn parse_metrics(text: &str) -> Scrape {
         match name {
             "kt_directory_publish_seconds_sum" => s.publish_seconds = value,
             "kt_directory_audit_blob_seconds_sum" => s.audit_blob_seconds = value,
+            "kt_directory_audit_blob_seconds_count" => s.audit_blobs = value as u64,
+            "kt_directory_prepare_backlog" => s.prepare_backlog = value as u64,
+            "kt_directory_prepare_cpu_seconds_total" => s.prepare_cpu_seconds = value,
+            "kt_directory_epoch_store_fallback_reads_total" => s.fallback_reads = value as u64,
             "kt_directory_audit_blob_bytes" => s.audit_blob_bytes = value as u64,
             "kt_directory_updates_resolved_total{outcome=\"published\"}" => s.published = value as u64,
             _ => {
-                if let Some(cf) = name
-                    .strip_prefix("kt_directory_storage_bytes{cf=\"")
-                    .and_then(|r| r.strip_suffix("\"}"))
-                {
-                    s.storage.insert(cf.to_owned(), value as u64);
+                let Some((metric, labels)) = name.split_once('{') else {
+                    continue;
+                };
+                let labels = parse_labels(labels.trim_end_matches('}'));
+                let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                match metric {
+                    "kt_directory_storage_bytes" => {
+                        if let Some(cf) = label("cf") {
+                            s.storage.insert(cf, value as u64);
+                        }
+                    }
+                    "kt_directory_epoch_labels_total" => {
+                        if let Some(source) = label("source") {
+                            s.epoch_labels.insert(source, value as u64);
+                        }
+                    }
+                    "kt_directory_epoch_phase_seconds" => {
+                        if let Some(phase) = label("phase") {
+                            s.phases.insert(phase, value);
+                        }
+                    }
+                    "kt_directory_epoch_memory_bytes" => {
+                        if let (Some(phase), Some(owner)) = (label("phase"), label("owner")) {
+                            s.memory.entry(phase).or_default().insert(owner, value as u64);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
     }
     s
+}
+
+/// `a="x",b="y"` as pairs (label values here never hold quotes or commas).
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// CPU seconds (user and system) of the live threads of process `pid` whose name
+/// starts with one of `prefixes`, from `/proc/PID/task/*/stat`.
+pub fn thread_cpu_secs(pid: u32, prefixes: &[&str]) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut secs = 0.0;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        secs += (ticks(11) + ticks(12)) as f64 / 100.0;
+    }
+    secs
 }
 
 #[cfg(test)]
@@ -313,8 +386,14 @@ mod tests {
         let s = parse_metrics(
             "# HELP x\nkt_directory_publish_seconds_sum 12.5\nkt_directory_audit_blob_bytes 1e3\n\
              kt_directory_storage_bytes{cf=\"tree_nodes\"} 4096\nkt_directory_publish_seconds_count 2\n\
-             kt_directory_updates_resolved_total{outcome=\"published\"} 7\n",
+             kt_directory_updates_resolved_total{outcome=\"published\"} 7\n\
+             kt_directory_epoch_phase_seconds{phase=\"insert\"} 3.5\n\
+             kt_directory_epoch_memory_bytes{phase=\"commit\",owner=\"rss\"} 2048\n\
+             kt_directory_audit_blob_seconds_count 3\nkt_directory_prepare_backlog 12\n",
         );
+        assert_eq!(s.phases.get("insert"), Some(&3.5));
+        assert_eq!(s.memory.get("commit").and_then(|m| m.get("rss")), Some(&2048));
+        assert_eq!((s.audit_blobs, s.prepare_backlog), (3, 12));
         assert_eq!(s.publish_seconds, 12.5);
         assert_eq!(s.audit_blob_bytes, 1000);
         assert_eq!(s.storage.get("tree_nodes"), Some(&4096));

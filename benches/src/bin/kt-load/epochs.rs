@@ -17,6 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Thread-name prefix of the directory's prepare stage (`kt_directory::publisher::prepare`).
+const PREPARE_THREADS: &str = kt_directory::publisher::prepare::THREAD_NAME;
+/// Thread-name prefix of the directory's HTTP runtime (tokio's default name): the
+/// lookups' CPU.
+const HTTP_THREADS: &str = "tokio-runtime";
+
 /// How far a data directory has been built, kept next to it (`kt-load.json`) so an
 /// interrupted build resumes. Written after each epoch; an epoch published just before
 /// a crash is replayed with the same values, which akd skips as unchanged.
@@ -76,6 +82,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             "akd in-memory lookup rate"
         );
         Some(b)
+    } else {
+        None
+    };
+    let publish_yardstick = if args.baseline_entries > 0 {
+        let y = crate::yardstick::in_child(args.baseline_entries, args.updates, 0x7961_7264)?;
+        tracing::info!(
+            entries = y.entries,
+            updates = y.updates,
+            publish_s = format!("{:.1}", y.publish_secs),
+            cpu_s = format!("{:.1}", y.cpu_secs),
+            peak_gb = format!("{:.2}", y.peak_rss_bytes as f64 / 1e9),
+            "akd in-memory publish"
+        );
+        Some(y)
     } else {
         None
     };
@@ -160,6 +180,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         publish_read_rate: args.offered_read_rate(),
         build,
         baseline,
+        publish_yardstick,
         idle_reads,
         epochs,
         storage: if args.mysql_url.is_some() { "mysql" } else { "rocksdb" }.into(),
@@ -268,10 +289,38 @@ async fn epoch(
             }
         })
         .collect();
+    let pid = dir.pid();
+    let prepare_cpu_before = directory::thread_cpu_secs(pid, &[PREPARE_THREADS]);
     bar.set_message("queueing");
     let t = Instant::now();
-    dir.post_updates(updates).await?;
+    if args.spread_secs > 0.0 {
+        // As in production: the epoch's updates arrive over the interval.
+        let chunks = updates.len().div_ceil(directory::UPDATES_PER_REQUEST).max(1);
+        let pause = Duration::from_secs_f64(args.spread_secs / chunks as f64);
+        for chunk in updates.chunks(directory::UPDATES_PER_REQUEST) {
+            let next = Instant::now() + pause;
+            dir.post_updates(chunk.to_vec()).await?;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    } else {
+        dir.post_updates(updates).await?;
+    }
     let intake_secs = t.elapsed().as_secs_f64();
+    bar.set_message("waiting for the prepare stage");
+    let t = Instant::now();
+    loop {
+        let s = dir.scrape().await?;
+        if s.prepare_backlog == 0 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(args.max_prepare_wait_secs) {
+            tracing::warn!(backlog = s.prepare_backlog, "the prepare stage did not catch up; publishing anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let prepare_wait_secs = t.elapsed().as_secs_f64();
+    let prepare_cpu_secs = directory::thread_cpu_secs(pid, &[PREPARE_THREADS]) - prepare_cpu_before;
 
     let before = dir.scrape().await?;
     if let Err(e) = dir.reset_peak_rss() {
@@ -285,6 +334,7 @@ async fn epoch(
         verify_every: args.verify_every,
         rate: args.offered_read_rate(),
     };
+    let (process_cpu_before, http_cpu_before) = (readers::cpu_secs(&pid.to_string()), directory::thread_cpu_secs(pid, &[HTTP_THREADS]));
     let reads = readers::run(dir, args.readers, population, bounds, Arc::clone(&stop), seed);
     let publish = async {
         let t = Instant::now();
@@ -294,15 +344,35 @@ async fn epoch(
     };
     let (reads, published) = tokio::join!(reads, publish);
     let (response, epoch_wall_secs) = published?;
+    let lookup_cpu_secs = directory::thread_cpu_secs(pid, &[HTTP_THREADS]) - http_cpu_before;
+    let publish_cpu_secs = readers::cpu_secs(&pid.to_string()) - process_cpu_before - lookup_cpu_secs;
     if !response.published {
         bail!("the epoch published nothing (all {count} rotations unchanged?)");
     }
     let after = dir.scrape().await?;
     let publisher_peak_rss_bytes = dir.peak_rss()?;
     let publish_secs = after.publish_seconds - before.publish_seconds;
-    let audit_blob_secs = after.audit_blob_seconds - before.audit_blob_seconds;
     progress.rotations += response.taken;
     progress.save(&args.data_dir)?;
+
+    // The audit blob is built in the background after the head is served.
+    bar.set_message("waiting for the audit blob");
+    let t = Instant::now();
+    let blob_cpu_before = readers::cpu_secs(&pid.to_string());
+    let blob_done = loop {
+        let s = dir.scrape().await?;
+        if s.audit_blobs > before.audit_blobs {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(1800) {
+            bail!("the audit blob of epoch {} was not stored within 30 minutes", response.epoch);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let audit_blob_secs = blob_done.audit_blob_seconds - before.audit_blob_seconds;
+    let blob_cpu_secs = readers::cpu_secs(&pid.to_string()) - blob_cpu_before;
+    let peak_rss_with_blob_bytes = dir.peak_rss()?;
+    let label_count = |s: &directory::Scrape, k: &str| s.epoch_labels.get(k).copied().unwrap_or(0);
 
     bar.set_message("auditor verifying");
     let head = &response.head.head;
@@ -332,11 +402,27 @@ async fn epoch(
         published: after.published - before.published,
         proof_leaves: verified.updates,
         intake_secs,
+        spread_secs: args.spread_secs,
+        prepare_wait_secs,
+        prepare_cpu_secs,
+        publish_cpu_secs,
+        lookup_cpu_secs,
+        blob_cpu_secs,
+        prepared_labels: label_count(&after, "prepared") - label_count(&before, "prepared"),
+        computed_labels: label_count(&after, "computed") - label_count(&before, "computed"),
+        fallback_reads: after.fallback_reads - before.fallback_reads,
+        phases: after.phases.into_iter().collect(),
+        memory: after
+            .memory
+            .into_iter()
+            .map(|(phase, owners)| (phase, owners.into_iter().collect()))
+            .collect(),
         publish_secs,
         audit_blob_secs,
         epoch_wall_secs,
         updates_per_sec: count as f64 / (publish_secs + audit_blob_secs).max(1e-9),
-        audit_blob_bytes: after.audit_blob_bytes,
+        audit_blob_bytes: blob_done.audit_blob_bytes,
+        peak_rss_with_blob_bytes,
         auditor_verify_secs: verified.secs,
         auditor_peak_rss_bytes: verified.peak_rss_bytes,
         publisher_peak_rss_bytes,

@@ -13,6 +13,7 @@ mod epochs;
 mod readers;
 mod report;
 mod verify_blob;
+mod yardstick;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ enum Command {
     /// (run by `run` in a child process, so the peak is the auditor's alone).
     #[command(hide = true)]
     VerifyBlob(verify_blob::VerifyBlobArgs),
+    /// Measure akd's in-memory `Directory::publish` of one epoch of rotations and print
+    /// time, CPU and peak memory as JSON (run by `run` in a child process).
+    #[command(hide = true)]
+    PublishYardstick(yardstick::YardstickArgs),
 }
 
 /// `kt-load run`.
@@ -80,8 +85,17 @@ pub struct RunArgs {
     /// Verify one lookup answer in this many (head signature and akd proof).
     #[arg(long, default_value_t = 50)]
     pub verify_every: u64,
-    /// Entries of the akd in-memory directory the lookup rate is compared with
-    /// (0: skip). akd in memory needs ~5 KB per entry.
+    /// Spread each measured epoch's updates over this many seconds before forcing the
+    /// epoch, as they would arrive over an epoch interval (0: queue them at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub spread_secs: f64,
+    /// Longest wait, after queueing, for the directory's prepare stage to catch up
+    /// before the epoch is forced anyway.
+    #[arg(long, default_value_t = 1800)]
+    pub max_prepare_wait_secs: u64,
+    /// Entries of the akd in-memory directories the lookup rate and the publish are
+    /// compared with (0: skip both). akd in memory needs ~5 KB per entry, and ~10 KB
+    /// at the peak of a 200k-rotation publish into 1M entries.
     #[arg(long, default_value_t = 200_000)]
     pub baseline_entries: u64,
     /// RocksDB block cache of the directory, MiB.
@@ -139,6 +153,7 @@ fn main() -> ExitCode {
         Command::Run(args) => epochs::run(args),
         Command::Summary(args) => report::summary(&args),
         Command::VerifyBlob(args) => verify_blob::main(&args),
+        Command::PublishYardstick(args) => yardstick::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

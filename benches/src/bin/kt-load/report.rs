@@ -4,6 +4,7 @@
 use crate::SummaryArgs;
 use crate::baseline::Baseline;
 use crate::readers::ReadStats;
+use crate::yardstick::PublishYardstick;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct RunReport {
     pub build: Build,
     /// akd's in-memory lookup rate, the yardstick for HTTP lookups.
     pub baseline: Option<Baseline>,
+    /// akd's in-memory publish of one epoch of the same size, the yardstick for ours.
+    #[serde(default)]
+    pub publish_yardstick: Option<PublishYardstick>,
     /// HTTP lookups while the directory is idle (after a warm-up).
     pub idle_reads: ReadStats,
     /// The measured epochs.
@@ -158,6 +162,44 @@ pub struct EpochReport {
     pub proof_leaves: u64,
     /// Queueing the updates through `POST /v1/updates`, seconds.
     pub intake_secs: f64,
+    /// Seconds the intake was spread over (0: as fast as accepted).
+    #[serde(default)]
+    pub spread_secs: f64,
+    /// After the intake, seconds until the prepare stage had no backlog.
+    #[serde(default)]
+    pub prepare_wait_secs: f64,
+    /// CPU seconds of the prepare stage's threads from the intake's start to the
+    /// epoch (its VRF evaluations and version reads).
+    #[serde(default)]
+    pub prepare_cpu_secs: f64,
+    /// CPU seconds of the directory during the publish, without its HTTP threads'
+    /// (the lookups'): the publish's own CPU, RocksDB's background work included.
+    #[serde(default)]
+    pub publish_cpu_secs: f64,
+    /// CPU seconds of the directory's HTTP threads during the publish (the lookups).
+    #[serde(default)]
+    pub lookup_cpu_secs: f64,
+    /// CPU seconds of the directory while the audit blob was built after the publish.
+    #[serde(default)]
+    pub blob_cpu_secs: f64,
+    /// Labels of the epoch the prepare stage had ready.
+    #[serde(default)]
+    pub prepared_labels: u64,
+    /// Labels the epoch computed itself.
+    #[serde(default)]
+    pub computed_labels: u64,
+    /// Tree nodes the insertion read that the preload had not loaded.
+    #[serde(default)]
+    pub fallback_reads: u64,
+    /// Seconds per publish phase (server metric).
+    #[serde(default)]
+    pub phases: BTreeMap<String, f64>,
+    /// Memory by owner at the end of each phase, bytes (server metric).
+    #[serde(default)]
+    pub memory: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The directory's peak resident memory from the publish through its audit blob.
+    #[serde(default)]
+    pub peak_rss_with_blob_bytes: u64,
     /// akd publish, commit and signed head, seconds (server metric).
     pub publish_secs: f64,
     /// Building and storing the audit blob, seconds (server metric).
@@ -278,6 +320,7 @@ impl RunReport {
                 e.reads.errors
             );
         }
+        s.push_str(&self.pipeline_markdown());
         if self.storage == "mysql" {
             let _ = writeln!(
                 s,
@@ -296,6 +339,112 @@ impl RunReport {
         if let Some(d) = &self.disk_compacted {
             s.push('\n');
             s.push_str(&d.markdown("after a full compaction"));
+        }
+        s
+    }
+}
+
+/// The phases of the publisher's epoch pipeline, in order.
+const PHASES: [&str; 8] = ["take", "wait_blob", "versions", "vrf", "preload", "insert", "commit", "view"];
+/// The memory owners, in the order they are shown.
+const OWNERS: [&str; 7] = [
+    "peak_rss",
+    "rss",
+    "epoch_store",
+    "prepare_memo",
+    "block_cache",
+    "memtables",
+    "write_batch",
+];
+
+impl RunReport {
+    /// The pipeline's figures: phases, CPU, the akd yardstick, memory by owner.
+    fn pipeline_markdown(&self) -> String {
+        let mut s = String::new();
+        if let Some(y) = &self.publish_yardstick {
+            let _ = writeln!(
+                s,
+                "\nPublish yardstick: akd's `Directory::publish` in memory (cache on), {} rotations into {} entries: \
+                 {:.1} s, {:.1} CPU s ({:.0} us per update), peak {:.2} GB ({:.2} GB before it).\n",
+                y.updates,
+                y.entries,
+                y.publish_secs,
+                y.cpu_secs,
+                y.cpu_secs * 1e6 / y.updates.max(1) as f64,
+                y.peak_rss_bytes as f64 / 1e9,
+                y.rss_before_bytes as f64 / 1e9
+            );
+        }
+        if self.epochs.is_empty() {
+            return s;
+        }
+        s.push_str("\nPublish phases, seconds (server metrics), and CPU:\n\n| epoch |");
+        for p in PHASES {
+            let _ = write!(s, " {p} |");
+        }
+        s.push_str(
+            " publish | audit blob | prepare wait | prepare CPU s | publish CPU s | blob CPU s | CPU us/update \
+             | prepared / computed labels | fallback reads |",
+        );
+        if self.publish_yardstick.is_some() {
+            s.push_str(" akd publish / ours | akd CPU / ours |");
+        }
+        s.push('\n');
+        s.push_str(&"|---".repeat(PHASES.len() + 10 + 2 * usize::from(self.publish_yardstick.is_some())));
+        s.push_str("|\n");
+        for e in &self.epochs {
+            let _ = write!(s, "| {} |", e.epoch);
+            for p in PHASES {
+                let _ = write!(s, " {:.1} |", e.phases.get(p).copied().unwrap_or(0.0));
+            }
+            let cpu = e.prepare_cpu_secs + e.publish_cpu_secs;
+            let _ = write!(
+                s,
+                " {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} / {} | {} |",
+                e.publish_secs,
+                e.audit_blob_secs,
+                e.prepare_wait_secs,
+                e.prepare_cpu_secs,
+                e.publish_cpu_secs,
+                e.blob_cpu_secs,
+                cpu * 1e6 / e.published.max(1) as f64,
+                e.prepared_labels,
+                e.computed_labels,
+                e.fallback_reads
+            );
+            if let Some(y) = &self.publish_yardstick {
+                let _ = write!(
+                    s,
+                    " {:.2} | {:.2} |",
+                    y.publish_secs / e.publish_secs.max(1e-9),
+                    (y.cpu_secs / y.updates.max(1) as f64) / (cpu / e.published.max(1) as f64).max(1e-12)
+                );
+            }
+            s.push('\n');
+        }
+        s.push_str("\nMemory by owner at the end of each phase, MB (`peak_rss`: the highest resident set within the phase):\n");
+        for e in &self.epochs {
+            let _ = write!(
+                s,
+                "\nEpoch {} (peak {:.0} MB during the publish, {:.0} MB through its audit blob):\n\n| phase |",
+                e.epoch,
+                e.publisher_peak_rss_bytes as f64 / MB,
+                e.peak_rss_with_blob_bytes as f64 / MB
+            );
+            for o in OWNERS {
+                let _ = write!(s, " {o} |");
+            }
+            s.push('\n');
+            s.push_str(&"|---".repeat(OWNERS.len() + 1));
+            s.push_str("|\n");
+            for p in PHASES {
+                let Some(owners) = e.memory.get(p) else { continue };
+                let _ = write!(s, "| {p} |");
+                for o in OWNERS {
+                    let _ = write!(s, " {:.0} |", owners.get(o).copied().unwrap_or(0) as f64 / MB);
+                }
+                s.push('\n');
+            }
         }
         s
     }

@@ -1,0 +1,601 @@
+//! The publisher: takes queued updates into epochs, signs heads, builds audit blobs,
+//! and hands readers a consistent view of the newest epoch.
+//!
+//! An epoch is a pipeline of named stages, each in a file of its own, and none holds
+//! the epoch more than once:
+//!
+//! 1. **prepare** ([`prepare`]), continuously, below the publisher's priority: every
+//!    queued label's current version and VRF node labels;
+//! 2. **take**: the oldest queued updates, with the last-accepted-wins rule ([`Plan`]);
+//! 3. **versions, vrf** ([`writer::changes`]): what the epoch inserts, from the
+//!    prepare memo, the rest computed as akd would;
+//! 4. **preload, insert** ([`writer`]): akd's tree insertion on its public `Azks`
+//!    API, over the epoch store ([`epoch_store`]) that our own traversal filled: the
+//!    one copy of the epoch's nodes;
+//! 5. **commit**: the epoch's nodes, value states, `Azks` row, queue removals,
+//!    outcomes and signed head in one atomic write ([`Store::commit_epoch`]): they land
+//!    together or not at all, whatever moment a crash hits;
+//! 6. **view** ([`view`]): a fresh read view at the new epoch is served. Readers never
+//!    share the writer's memory;
+//! 7. **audit blob** ([`blob`]), in the background from the frozen epoch store; the
+//!    next epoch's preload waits for it.
+//!
+//! After any failed write the publisher refuses to go on: it marks itself failed and
+//! publishes nothing until a restart re-reads the store.
+
+pub mod blob;
+pub mod epoch_store;
+pub mod heads;
+pub mod memory;
+pub mod prepare;
+pub mod view;
+pub mod writer;
+
+pub use heads::HeadSigner;
+pub(crate) use heads::{LATEST_HEAD_KEY, stored_head};
+pub(crate) use view::new_read_dir;
+pub use view::{Intake, ReadDirectory, ReadView, Shared};
+
+use crate::datadir::Loaded;
+use crate::metrics::Metrics;
+use crate::queue::{Plan, Queue};
+use crate::storage::{Backend, Cf, EpochCommit, Role, StorageConfig, StorageError, Store, Write};
+use crate::vrf::VrfSecret;
+use crate::{AkdCache, KtConfig};
+use akd::errors::AkdError;
+use akd::storage::StorageManager;
+use akd::{AzksParallelismConfig, Directory};
+use blob::{BlobSink, PendingBlob};
+use epoch_store::EpochStore;
+use heads::{epoch_key, now_ms, recover_head};
+use kt_client::head::{HeadError, SignedHead, vrf_key_hash};
+use kt_client::wire::EpochResponse;
+use memory::{Owners, PeakSampler, PhaseClock};
+use prepare::{Prepare, PrepareConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use view::Retired;
+
+/// Why the publisher stopped: set once, cleared only by a restart.
+#[derive(Debug)]
+pub struct Failure {
+    /// The first reason.
+    reason: OnceLock<String>,
+    /// `kt_directory_publisher_failed`, raised together with the reason.
+    gauge: prometheus::IntGauge,
+}
+
+impl Failure {
+    /// Not failed; `gauge` is raised when it is.
+    pub fn new(gauge: prometheus::IntGauge) -> Failure {
+        Failure {
+            reason: OnceLock::new(),
+            gauge,
+        }
+    }
+
+    /// The reason, once failed.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+
+    /// Marks the directory failed (the first reason wins) and raises the metric.
+    pub(crate) fn set(&self, reason: String) {
+        self.gauge.set(1);
+        if self.reason.set(reason).is_ok() {
+            tracing::error!(reason = self.reason().unwrap_or_default(), "publisher refuses to go on");
+        }
+    }
+}
+
+/// Errors of the publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// RocksDB failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// akd failed.
+    #[error("akd: {0}")]
+    Akd(#[from] AkdError),
+    /// A head could not be encoded or a stored one decoded.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// The publisher failed earlier and refuses to go on.
+    #[error("publisher stopped after a failure: {0}")]
+    Refusing(String),
+    /// Stored state contradicts itself (e.g. a database not written by this service,
+    /// or a head that does not match akd's root).
+    #[error("inconsistent directory state: {0}")]
+    Inconsistent(String),
+    /// The audit blob could not be built.
+    #[error("building the audit blob of epoch {epoch}: {reason}")]
+    AuditBlob {
+        /// The blob's end epoch.
+        epoch: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<akd::errors::StorageError> for PublishError {
+    fn from(e: akd::errors::StorageError) -> Self {
+        PublishError::Akd(AkdError::Storage(e))
+    }
+}
+
+/// A request to publish now (`POST /v1/epochs`), answered when the epoch is done.
+pub type EpochReply = oneshot::Sender<Result<EpochResponse, PublishError>>;
+
+/// The single writer of the directory.
+pub struct Publisher {
+    /// The database.
+    storage: Store,
+    /// The VRF key.
+    vrf: VrfSecret,
+    /// Where updates wait.
+    queue: Arc<Queue>,
+    /// Versions and VRF node labels of queued labels, computed ahead.
+    prepare: Prepare,
+    /// Signs heads.
+    signer: HeadSigner,
+    /// Most updates taken into one epoch; the rest wait for the next.
+    max_per_epoch: usize,
+    /// Publishes new read views.
+    views: watch::Sender<Arc<ReadView>>,
+    /// The view two epochs back, which the next commit waits for.
+    retired: Retired,
+    /// Set on a failed write.
+    failure: Arc<Failure>,
+    /// Where audit blobs go.
+    blobs: BlobSink,
+    /// The audit blob of the latest epoch, while it is being built.
+    pending_blob: Option<PendingBlob>,
+    /// Forced epochs (`POST /v1/epochs`).
+    triggers: mpsc::Receiver<EpochReply>,
+    /// The resident set's peak per phase.
+    sampler: PeakSampler,
+    /// The prepare stage's CPU seconds already counted in the metric.
+    prepare_cpu_counted: f64,
+    /// Every series the directory exports.
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("storage", &self.storage)
+            .field("max_per_epoch", &self.max_per_epoch)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to open a publisher.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Which store: RocksDB in `db_path`, or a MySQL-protocol database.
+    pub backend: Backend,
+    /// The RocksDB directory.
+    pub db_path: PathBuf,
+    /// RocksDB tuning.
+    pub storage: StorageConfig,
+    /// Most updates per epoch.
+    pub max_per_epoch: usize,
+    /// The akd record cache of the directory that rebuilds a missing audit blob at
+    /// start-up (the epoch writer itself uses no akd cache).
+    pub akd_cache: AkdCache,
+    /// The prepare stage.
+    pub prepare: PrepareConfig,
+}
+
+impl PrepareConfig {
+    /// Two workers at nice 10 (below the publisher's 5), holding up to four epochs of
+    /// labels.
+    pub fn for_epochs_of(max_per_epoch: usize) -> PrepareConfig {
+        PrepareConfig {
+            workers: 2,
+            nice: 10,
+            max_labels: max_per_epoch.saturating_mul(4).max(1024),
+        }
+    }
+}
+
+impl Publisher {
+    /// Opens the database, checks that akd's epoch, the stored heads and the keys agree,
+    /// signs epoch 0's head on a new directory, rebuilds a missing audit blob, starts
+    /// the prepare stage, and returns the publisher with what the HTTP layer needs.
+    pub async fn open(
+        config: PublisherConfig,
+        keys: Loaded,
+        metrics: Metrics,
+    ) -> Result<(Publisher, Shared), PublishError> {
+        let storage = Store::open(
+            &config.backend,
+            config.db_path.clone(),
+            config.storage.clone(),
+            Role::Writer,
+        )
+        .await?;
+        if storage.stored_azks().await?.is_none() {
+            // A new store: akd writes epoch 0 (the empty tree).
+            Directory::<KtConfig, _, _>::new(
+                StorageManager::new_no_cache(storage.clone()),
+                keys.vrf.clone(),
+                AzksParallelismConfig::default(),
+            )
+            .await?;
+        }
+        let vrf_public = keys.vrf.public_key_bytes().to_vec();
+        let signer = HeadSigner::new(keys.signing, keys.manifest.namespace.clone(), vrf_key_hash(&vrf_public));
+        let read = Arc::new(new_read_dir(&storage, &keys.vrf).await?);
+        let akd_now = read.get_epoch_hash().await?;
+        let head = recover_head(&storage, &signer, akd_now.0, akd_now.1).await?;
+        let queue = Arc::new(Queue::open(storage.clone()).await?);
+        let prepare = Prepare::start(
+            storage.clone(),
+            keys.vrf.clone(),
+            head.head.epoch,
+            &config.prepare,
+            metrics.prepare(),
+        )
+        .map_err(|e| PublishError::Inconsistent(format!("starting the prepare stage: {e}")))?;
+        // What was queued before a restart is prepared too.
+        let queued = queue.take(config.max_per_epoch.saturating_mul(2)).await?;
+        prepare.submit(queued.iter().map(|q| q.label.as_slice()));
+        let (views, views_rx) = watch::channel(Arc::new(ReadView {
+            head: head.clone(),
+            dir: read,
+        }));
+        let (trigger_tx, trigger_rx) = mpsc::channel(16);
+        let failure = Arc::new(Failure::new(metrics.publisher_failed.clone()));
+        let latest_blob_epoch = Arc::new(AtomicU64::new(0));
+        let blobs = BlobSink {
+            storage: storage.clone(),
+            failure: Arc::clone(&failure),
+            latest_blob_epoch: Arc::clone(&latest_blob_epoch),
+            metrics: metrics.clone(),
+        };
+        let epoch = head.head.epoch;
+        if epoch > 0 {
+            if storage.get_raw(Cf::AuditBlobs, epoch_key(epoch)).await?.is_none() {
+                tracing::warn!(epoch, "audit blob missing (crash after the commit?); rebuilding it");
+                let previous = stored_head(&storage, epoch - 1).await?;
+                blobs
+                    .rebuild(&keys.vrf, config.akd_cache, &previous.head, &head.head)
+                    .await?;
+            }
+            latest_blob_epoch.store(epoch, Ordering::SeqCst);
+        }
+        let publisher = Publisher {
+            storage: storage.clone(),
+            vrf: keys.vrf,
+            queue: Arc::clone(&queue),
+            prepare: prepare.clone(),
+            signer,
+            max_per_epoch: config.max_per_epoch.max(1),
+            views,
+            retired: Retired::default(),
+            failure: Arc::clone(&failure),
+            blobs,
+            pending_blob: None,
+            triggers: trigger_rx,
+            sampler: PeakSampler::start(),
+            prepare_cpu_counted: 0.0,
+            metrics,
+        };
+        publisher
+            .metrics
+            .latest_epoch
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        publisher.update_queue_metric();
+        publisher.update_storage_metric().await;
+        let shared = Shared {
+            views: views_rx,
+            failure,
+            latest_blob_epoch,
+            intake: Some(Intake {
+                triggers: trigger_tx,
+                queue,
+                prepare,
+            }),
+            storage,
+            signing_key: publisher.signer.public_key(),
+            vrf_public_key: vrf_public,
+            namespace: publisher.signer.namespace.clone(),
+        };
+        tracing::info!(epoch, root = %hex::encode(head.head.root), queued = publisher.queue.depth(), store = %publisher.storage.describe(), "publisher open");
+        Ok((publisher, shared))
+    }
+
+    fn fail(&self, reason: String) {
+        self.failure.set(reason);
+    }
+
+    fn update_queue_metric(&self) {
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(self.queue.depth()).unwrap_or(i64::MAX));
+    }
+
+    /// Refreshes the CPU counters of the prepare stage and the process.
+    fn update_cpu_metrics(&mut self) {
+        let prepare = memory::thread_cpu_seconds(prepare::THREAD_NAME);
+        if prepare > self.prepare_cpu_counted {
+            self.metrics
+                .prepare_cpu_seconds
+                .inc_by(prepare - self.prepare_cpu_counted);
+            self.prepare_cpu_counted = prepare;
+        }
+        self.metrics.process_cpu_seconds.set(memory::process_cpu_seconds());
+    }
+
+    /// Refreshes the bytes-on-disk gauges. A failed property read is only logged: it
+    /// says nothing about the data.
+    async fn update_storage_metric(&self) {
+        match self.storage.live_bytes_all().await {
+            Ok(all) => {
+                for (cf, bytes) in all {
+                    self.metrics
+                        .storage_bytes
+                        .with_label_values(&[cf.name()])
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading bytes on disk"),
+        }
+    }
+
+    /// Memory by owner now, with the resident set's peak since the last sample.
+    fn owners(&self, nodes: Option<&EpochStore>) -> Owners {
+        let store = self.storage.memory();
+        Owners {
+            rss: memory::rss_bytes(),
+            peak_rss: self.sampler.take(),
+            epoch_store: nodes.map_or(0, EpochStore::bytes),
+            prepare_memo: self.prepare.memory().1,
+            block_cache: store.block_cache,
+            memtables: store.memtables,
+            write_batch: store.write_batch,
+        }
+    }
+
+    /// Runs until `shutdown` flips: an epoch every `interval`, and one per forced
+    /// epoch. Waits for an audit blob still being built before it returns.
+    pub async fn run(mut self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cpu = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = timer.tick() => {
+                    if let Err(e) = self.publish().await {
+                        tracing::error!(error = %e, "scheduled epoch failed");
+                    }
+                }
+                Some(reply) = self.triggers.recv() => {
+                    let result = self.publish().await;
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "requested epoch failed");
+                    }
+                    let _ = reply.send(result);
+                }
+                _ = cpu.tick() => self.update_cpu_metrics(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Err(e) = self.finish_blob().await {
+            tracing::error!(error = %e, "the last audit blob was not stored; it is rebuilt at the next start");
+        }
+        tracing::info!("publisher stopped");
+    }
+
+    /// Waits for the audit blob being built, if any. A blob that cannot be built stops
+    /// the publisher: the next start rebuilds it before publishing again.
+    async fn finish_blob(&mut self) -> Result<(), PublishError> {
+        let Some(pending) = self.pending_blob.take() else {
+            return Ok(());
+        };
+        let epoch = pending.epoch;
+        let result = pending.finish().await;
+        if let Err(e) = &result {
+            self.fail(format!("the audit blob of epoch {epoch} was not stored: {e}"));
+        }
+        result
+    }
+
+    /// Publishes one epoch from the queue, or re-signs the latest head if the queue is
+    /// empty or nothing changed.
+    pub async fn publish(&mut self) -> Result<EpochResponse, PublishError> {
+        if let Some(reason) = self.failure.reason() {
+            return Err(PublishError::Refusing(reason.to_owned()));
+        }
+        let mut clock = PhaseClock::start();
+        self.sampler.take();
+        let taken = self.queue.take(self.max_per_epoch).await?;
+        let current = self.views.borrow().head.clone();
+        if taken.is_empty() {
+            let head = self.resign(current, Vec::new()).await?;
+            return Ok(self.response(head, false, 0));
+        }
+        let mut resolved_per_label: HashMap<Vec<u8>, u64> = HashMap::new();
+        for item in &taken {
+            *resolved_per_label.entry(item.label.clone()).or_default() += 1;
+        }
+        let plan = Plan::new(taken);
+        let taken = u64::try_from(plan.len()).unwrap_or(u64::MAX);
+        clock.mark("take", self.owners(None));
+        // One epoch's nodes at a time: the previous epoch's blob reads its own.
+        self.finish_blob().await?;
+        self.retired.wait().await;
+        clock.mark("wait_blob", self.owners(None));
+
+        let epoch = current.head.epoch;
+        let next = epoch + 1;
+        let mut azks = self
+            .storage
+            .stored_azks()
+            .await?
+            .ok_or_else(|| PublishError::Inconsistent("the store has no Azks row".into()))?;
+        if azks.latest_epoch != epoch {
+            let reason = format!(
+                "akd's Azks row is at epoch {}, the latest head at {epoch}",
+                azks.latest_epoch
+            );
+            self.fail(reason.clone());
+            return Err(PublishError::Inconsistent(reason));
+        }
+        let versions = writer::versions(&self.storage, &self.prepare, epoch, &plan.winners).await?;
+        clock.mark("versions", self.owners(None));
+        let changes = writer::changes(&self.vrf, &self.prepare, epoch, &plan.winners, versions).await?;
+        clock.mark("vrf", self.owners(None));
+
+        if changes.elements.is_empty() {
+            // Every value was already current: nothing to commit. The updates still
+            // leave the queue, as unchanged, with the head re-signed.
+            let (writes, resolved) = plan.resolve(epoch, |_| None);
+            let head = self.resign(current.clone(), writes).await?;
+            self.prepare.committed(epoch, &resolved_per_label, &HashMap::new());
+            self.queue.resolved(taken);
+            self.count_resolved(resolved);
+            return Ok(self.response(head, false, taken));
+        }
+
+        let nodes = EpochStore::new(self.storage.clone());
+        let loaded = writer::preload(&nodes, &self.storage, epoch, &changes.elements).await?;
+        self.metrics.preload_nodes.inc_by(loaded);
+        clock.mark("preload", self.owners(Some(&nodes)));
+        let root = writer::insert(&nodes, &mut azks, changes.elements).await?;
+        self.metrics.epoch_store_fallback_reads.inc_by(nodes.fallback_reads());
+        clock.mark("insert", self.owners(Some(&nodes)));
+        if azks.latest_epoch != next {
+            let reason = format!(
+                "akd's insertion moved the tree to epoch {}, not {next}",
+                azks.latest_epoch
+            );
+            self.fail(reason.clone());
+            return Err(PublishError::Inconsistent(reason));
+        }
+
+        let versions = writer::new_versions(&changes.states);
+        let (mut writes, resolved) = plan.resolve(next, |label| versions.get(label).copied());
+        let head = self
+            .signer
+            .sign(next, root, current.head.root, now_ms(current.head.timestamp_ms))?;
+        let bytes = head.to_bytes()?;
+        writes.push(Write::Put(Cf::Heads, epoch_key(next), bytes.clone()));
+        writes.push(Write::Put(Cf::Meta, LATEST_HEAD_KEY.to_vec(), bytes));
+        let commit = EpochCommit {
+            nodes: Arc::new(nodes.clone()),
+            states: changes.states,
+            azks: azks.clone(),
+            writes,
+        };
+        if let Err(e) = self.storage.commit_epoch(commit).await {
+            self.fail(format!("epoch {next}: the commit failed: {e}"));
+            return Err(e.into());
+        }
+        nodes.freeze();
+        clock.mark("commit", self.owners(Some(&nodes)));
+
+        self.prepare.committed(next, &resolved_per_label, &versions);
+        self.queue.resolved(taken);
+        self.count_resolved(resolved);
+        self.install_view(head.clone()).await?;
+        clock.mark("view", self.owners(Some(&nodes)));
+        let elapsed = clock.elapsed();
+        self.pending_blob = Some(self.blobs.spawn(nodes, azks, current.head.clone(), head.head.clone()));
+        self.report(&clock);
+        self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.latest_epoch.set(i64::try_from(next).unwrap_or(i64::MAX));
+        self.metrics
+            .epoch_updates
+            .set(i64::try_from(resolved.published).unwrap_or(i64::MAX));
+        tracing::info!(
+            epoch = next,
+            root = %hex::encode(head.head.root),
+            published = resolved.published,
+            unchanged = resolved.unchanged,
+            superseded = resolved.superseded,
+            prepared = changes.prepared,
+            computed = changes.computed,
+            ms = elapsed.as_millis(),
+            "published epoch"
+        );
+        self.update_storage_metric().await;
+        Ok(self.response(head, true, taken))
+    }
+
+    /// Exports the phases of the epoch just published.
+    fn report(&self, clock: &PhaseClock) {
+        for phase in &clock.phases {
+            self.metrics
+                .publish_phase_seconds
+                .with_label_values(&[phase.name])
+                .observe(phase.seconds);
+            self.metrics
+                .epoch_phase_seconds
+                .with_label_values(&[phase.name])
+                .set(phase.seconds);
+            for (owner, bytes) in phase.memory.pairs() {
+                self.metrics
+                    .epoch_memory_bytes
+                    .with_label_values(&[phase.name, owner])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn count_resolved(&self, resolved: crate::queue::Resolved) {
+        self.update_queue_metric();
+        for (outcome, n) in [
+            ("published", resolved.published),
+            ("unchanged", resolved.unchanged),
+            ("superseded", resolved.superseded),
+        ] {
+            self.metrics.updates_resolved.with_label_values(&[outcome]).inc_by(n);
+        }
+    }
+
+    fn response(&self, head: SignedHead, published: bool, taken: u64) -> EpochResponse {
+        EpochResponse {
+            epoch: head.head.epoch,
+            published,
+            taken,
+            queued: self.queue.depth(),
+            head,
+        }
+    }
+
+    /// Re-signs `current`'s epoch with a fresh time, stores it with `writes` in one
+    /// batch, and serves it.
+    async fn resign(&mut self, current: SignedHead, mut writes: Vec<Write>) -> Result<SignedHead, PublishError> {
+        let h = &current.head;
+        let head = self
+            .signer
+            .sign(h.epoch, h.root, h.previous_root, now_ms(h.timestamp_ms))?;
+        writes.push(Write::Put(Cf::Meta, LATEST_HEAD_KEY.to_vec(), head.to_bytes()?));
+        if let Err(e) = self.storage.write(writes).await {
+            self.fail(format!("writing the re-signed head of epoch {}: {e}", h.epoch));
+            return Err(e.into());
+        }
+        let dir = Arc::clone(&self.views.borrow().dir);
+        self.views.send_replace(Arc::new(ReadView {
+            head: head.clone(),
+            dir,
+        }));
+        tracing::debug!(epoch = h.epoch, "re-signed the latest head");
+        Ok(head)
+    }
+
+    /// Serves `head`'s epoch from a fresh read directory.
+    async fn install_view(&mut self, head: SignedHead) -> Result<(), PublishError> {
+        let dir = Arc::new(new_read_dir(&self.storage, &self.vrf).await?);
+        let old = self.views.send_replace(Arc::new(ReadView { head, dir }));
+        self.retired.set(&old);
+        Ok(())
+    }
+}
