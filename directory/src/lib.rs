@@ -6,6 +6,12 @@
 //! ([`datadir`], [`vrf`]), sample traffic ([`sample`], [`traffic`]) and the
 //! `kt-directory` command line ([`cli`], [`config`]).
 
+/// With the `jemalloc` feature (the default) every binary linking this crate allocates
+/// with jemalloc, RocksDB's C++ included: docs/decisions/010-allocator.md.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod cli;
 pub mod config;
 pub mod datadir;

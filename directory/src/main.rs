@@ -1,3 +1,5 @@
+//! `kt-directory`: see [`kt_directory::cli`].
+
 fn main() -> std::process::ExitCode {
     kt_directory::cli::main()
 }

@@ -35,8 +35,10 @@ pub struct Metrics {
     /// Tree nodes the insertion read that the preload had not loaded (0 when the
     /// preload is exact).
     pub epoch_store_fallback_reads: IntCounter,
-    /// Tree nodes the preload read.
+    /// Tree nodes the epoch's preload read (what staging had not loaded ahead).
     pub preload_nodes: IntCounter,
+    /// Tree nodes staging read ahead of their epoch.
+    pub staged_nodes: IntCounter,
     /// Labels the prepare stage computed.
     pub prepared_labels: IntCounter,
     /// Labels of published epochs, by where their version and VRF came from
@@ -111,6 +113,7 @@ impl Metrics {
                 "Tree nodes the insertion read that the preload had not loaded",
             )?,
             preload_nodes: IntCounter::new("preload_nodes_total", "Tree nodes read by the epoch preload")?,
+            staged_nodes: IntCounter::new("staged_nodes_total", "Tree nodes read ahead of their epoch by staging")?,
             prepared_labels: IntCounter::new("prepared_labels_total", "Labels the prepare stage computed")?,
             epoch_labels: IntCounterVec::new(
                 Opts::new(
@@ -177,6 +180,7 @@ impl Metrics {
         m.registry.register(Box::new(m.epoch_memory_bytes.clone()))?;
         m.registry.register(Box::new(m.epoch_store_fallback_reads.clone()))?;
         m.registry.register(Box::new(m.preload_nodes.clone()))?;
+        m.registry.register(Box::new(m.staged_nodes.clone()))?;
         m.registry.register(Box::new(m.prepared_labels.clone()))?;
         m.registry.register(Box::new(m.epoch_labels.clone()))?;
         m.registry.register(Box::new(m.prepare_backlog.clone()))?;

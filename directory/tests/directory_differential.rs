@@ -262,7 +262,8 @@ async fn our_publisher_matches_akds_publish(store: TestStore) {
         akd_cache: kt_directory::AkdCache::publisher(),
         prepare: PrepareConfig::for_epochs_of(10_000),
     };
-    let (mut publisher, shared) = Publisher::open(config, keys, Metrics::new().expect("metrics"))
+    let metrics = Metrics::new().expect("metrics");
+    let (mut publisher, shared) = Publisher::open(config, keys, metrics.clone())
         .await
         .expect("open publisher");
     let intake = shared.intake.clone().expect("the publisher takes updates");
@@ -322,6 +323,11 @@ async fn our_publisher_matches_akds_publish(store: TestStore) {
             while intake.prepare.backlog() > 0 {
                 assert!(waited.elapsed().as_secs() < 60, "the prepare stage never caught up");
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if round % 3 == 0 {
+                // Long enough for staging to load the epoch's nodes ahead (it looks
+                // every 500 ms): those epochs start from a staged store.
+                tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
             }
         }
         let answer = publisher.publish().await.expect("our publish");
@@ -417,6 +423,12 @@ async fn our_publisher_matches_akds_publish(store: TestStore) {
         }
     }
     assert!(epoch >= 12, "the rounds published epochs");
+    assert!(metrics.staged_nodes.get() > 0, "some epochs started from staged nodes");
+    assert_eq!(
+        metrics.epoch_store_fallback_reads.get(),
+        0,
+        "the preload loads what akd reads"
+    );
 }
 
 /// The sort key of a tree-node record: our storage key.

@@ -62,7 +62,15 @@ pub(super) struct BlobSink {
 impl BlobSink {
     /// Builds the blob `previous -> head` from the frozen store of `head`'s epoch
     /// (`azks` at that epoch) on a task of its own.
-    pub(super) fn spawn(&self, nodes: EpochStore, azks: Azks, previous: Head, head: Head) -> PendingBlob {
+    /// Once it is stored, staging may build on `head`'s epoch (`staging`).
+    pub(super) fn spawn(
+        &self,
+        nodes: EpochStore,
+        azks: Azks,
+        previous: Head,
+        head: Head,
+        staging: Arc<tokio::sync::watch::Sender<Option<u64>>>,
+    ) -> PendingBlob {
         let sink = self.clone();
         let epoch = head.epoch;
         let task = tokio::spawn(async move {
@@ -70,11 +78,25 @@ impl BlobSink {
             let manager = StorageManager::new_no_cache(nodes.clone());
             let proof = azks
                 .get_append_only_proof::<KtConfig, _>(&manager, previous.epoch, epoch, AzksParallelismConfig::default())
-                .await?;
+                .await;
             let fallback = nodes.fallback_reads();
             drop(manager);
             drop(nodes);
-            sink.store(&previous, &head, proof, started, fallback).await
+            let stored = match proof {
+                Ok(proof) => sink.store(&previous, &head, proof, started, fallback).await,
+                Err(e) => Err(e.into()),
+            };
+            match &stored {
+                Ok(()) => {
+                    staging.send_replace(Some(epoch));
+                }
+                // Said at once, not at the next epoch: a quiet directory may not have one
+                // for a long time. The next start rebuilds the blob.
+                Err(e) => sink
+                    .failure
+                    .set(format!("the audit blob of epoch {epoch} was not stored: {e}")),
+            }
+            stored
         });
         PendingBlob { epoch, task }
     }

@@ -110,6 +110,22 @@ impl Drop for PeakSampler {
     }
 }
 
+/// The allocator's own figures: bytes the program holds allocated, and bytes the
+/// allocator keeps resident for them (the difference is its overhead and what it has
+/// not returned). `None` with glibc's allocator, which offers no safe interface.
+pub fn allocator() -> Option<(u64, u64)> {
+    #[cfg(feature = "jemalloc")]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        epoch::advance().ok()?;
+        let allocated = stats::allocated::read().ok()? as u64;
+        let resident = stats::resident::read().ok()? as u64;
+        Some((allocated, resident))
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    None
+}
+
 /// Memory by owner at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Owners {
@@ -127,11 +143,15 @@ pub struct Owners {
     pub memtables: u64,
     /// The commit's `WriteBatch`, while one is being written.
     pub write_batch: u64,
+    /// Bytes allocated, by the allocator's count (0 when it offers none).
+    pub allocated: u64,
+    /// Bytes the allocator keeps resident (0 when it offers none).
+    pub allocator_resident: u64,
 }
 
 impl Owners {
     /// `(owner, bytes)` pairs, as the metric labels them.
-    pub fn pairs(&self) -> [(&'static str, u64); 7] {
+    pub fn pairs(&self) -> [(&'static str, u64); 9] {
         [
             ("rss", self.rss),
             ("peak_rss", self.peak_rss),
@@ -140,6 +160,8 @@ impl Owners {
             ("block_cache", self.block_cache),
             ("memtables", self.memtables),
             ("write_batch", self.write_batch),
+            ("allocated", self.allocated),
+            ("allocator_resident", self.allocator_resident),
         ]
     }
 }

@@ -28,6 +28,7 @@ pub mod epoch_store;
 pub mod heads;
 pub mod memory;
 pub mod prepare;
+pub mod staging;
 pub mod view;
 pub mod writer;
 
@@ -52,6 +53,7 @@ use kt_client::head::{HeadError, SignedHead, vrf_key_hash};
 use kt_client::wire::EpochResponse;
 use memory::{Owners, PeakSampler, PhaseClock};
 use prepare::{Prepare, PrepareConfig};
+use staging::Stager;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,6 +156,9 @@ pub struct Publisher {
     blobs: BlobSink,
     /// The audit blob of the latest epoch, while it is being built.
     pending_blob: Option<PendingBlob>,
+    /// Loads the next epoch's nodes ahead; started on the runtime that runs the
+    /// publisher, at its first epoch.
+    stager: Option<Stager>,
     /// Forced epochs (`POST /v1/epochs`).
     triggers: mpsc::Receiver<EpochReply>,
     /// The resident set's peak per phase.
@@ -282,6 +287,7 @@ impl Publisher {
             failure: Arc::clone(&failure),
             blobs,
             pending_blob: None,
+            stager: None,
             triggers: trigger_rx,
             sampler: PeakSampler::start(),
             prepare_cpu_counted: 0.0,
@@ -352,7 +358,10 @@ impl Publisher {
     /// Memory by owner now, with the resident set's peak since the last sample.
     fn owners(&self, nodes: Option<&EpochStore>) -> Owners {
         let store = self.storage.memory();
+        let (allocated, allocator_resident) = memory::allocator().unwrap_or_default();
         Owners {
+            allocated,
+            allocator_resident,
             rss: memory::rss_bytes(),
             peak_rss: self.sampler.take(),
             epoch_store: nodes.map_or(0, EpochStore::bytes),
@@ -369,6 +378,8 @@ impl Publisher {
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cpu = tokio::time::interval(Duration::from_secs(2));
+        // Staging runs on this runtime, from the start: the first epoch benefits too.
+        self.stager();
         loop {
             tokio::select! {
                 _ = timer.tick() => {
@@ -431,8 +442,43 @@ impl Publisher {
         // One epoch's nodes at a time: the previous epoch's blob reads its own.
         self.finish_blob().await?;
         self.retired.wait().await;
-        clock.mark("wait_blob", self.owners(None));
+        let epoch = current.head.epoch;
+        let staged = self.stager().take(epoch).await;
+        clock.mark("wait_blob", self.owners(staged.as_ref().map(|s| &s.nodes)));
+        let result = self
+            .publish_taken(current, plan, taken, resolved_per_label, staged, clock)
+            .await;
+        if result.is_err() && self.failure.reason().is_none() {
+            // Nothing landed: stage again on the same epoch.
+            self.stager().allow(epoch);
+        }
+        result
+    }
 
+    /// The staging task, started on first use (on the runtime that runs the publisher).
+    fn stager(&mut self) -> &Stager {
+        if self.stager.is_none() {
+            let stager = Stager::start(self.storage.clone(), self.prepare.clone(), self.metrics.clone());
+            if self.pending_blob.is_none() {
+                // The latest epoch's blob is stored (open rebuilds a missing one).
+                stager.allow(self.views.borrow().head.head.epoch);
+            }
+            self.stager = Some(stager);
+        }
+        self.stager.as_ref().unwrap_or_else(|| unreachable!("just set"))
+    }
+
+    /// [`Publisher::publish`] once the batch is taken: `staged` is what staging loaded
+    /// for it.
+    async fn publish_taken(
+        &mut self,
+        current: SignedHead,
+        plan: Plan,
+        taken: u64,
+        resolved_per_label: HashMap<Vec<u8>, u64>,
+        staged: Option<staging::Staged>,
+        mut clock: PhaseClock,
+    ) -> Result<EpochResponse, PublishError> {
         let epoch = current.head.epoch;
         let next = epoch + 1;
         let mut azks = self
@@ -459,13 +505,24 @@ impl Publisher {
             let (writes, resolved) = plan.resolve(epoch, |_| None);
             let head = self.resign(current.clone(), writes).await?;
             self.prepare.committed(epoch, &resolved_per_label, &HashMap::new());
+            self.stager().put_back(staged, epoch).await;
             self.queue.resolved(taken);
             self.count_resolved(resolved);
             return Ok(self.response(head, false, taken));
         }
 
-        let nodes = EpochStore::new(self.storage.clone());
-        let loaded = writer::preload(&nodes, &self.storage, epoch, &changes.elements).await?;
+        let (nodes, covered) = match staged {
+            Some(s) => (s.nodes, s.covered),
+            None => (EpochStore::new(self.storage.clone()), Default::default()),
+        };
+        let labels = changes
+            .elements
+            .iter()
+            .map(|e| e.label)
+            .filter(|l| !covered.contains(l))
+            .collect();
+        drop(covered);
+        let loaded = writer::preload(&nodes, &self.storage, epoch, labels).await?;
         self.metrics.preload_nodes.inc_by(loaded);
         clock.mark("preload", self.owners(Some(&nodes)));
         let root = writer::insert(&nodes, &mut azks, changes.elements).await?;
@@ -504,10 +561,21 @@ impl Publisher {
         self.prepare.committed(next, &resolved_per_label, &versions);
         self.queue.resolved(taken);
         self.count_resolved(resolved);
-        self.install_view(head.clone()).await?;
+        // The epoch has landed: what follows cannot undo it, only stop the publisher.
+        let installed = self.install_view(head.clone()).await;
         clock.mark("view", self.owners(Some(&nodes)));
         let elapsed = clock.elapsed();
-        self.pending_blob = Some(self.blobs.spawn(nodes, azks, current.head.clone(), head.head.clone()));
+        let staging = self.stager().allower();
+        self.pending_blob = Some(
+            self.blobs
+                .spawn(nodes, azks, current.head.clone(), head.head.clone(), staging),
+        );
+        if let Err(e) = installed {
+            self.fail(format!(
+                "epoch {next} landed but its read view could not be opened: {e}"
+            ));
+            return Err(e);
+        }
         self.report(&clock);
         self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
         self.metrics.latest_epoch.set(i64::try_from(next).unwrap_or(i64::MAX));

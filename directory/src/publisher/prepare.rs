@@ -85,6 +85,11 @@ struct Memo {
     entries: HashMap<Vec<u8>, Entry, FxBuildHasher>,
     /// Labels waiting for a worker.
     work: VecDeque<Vec<u8>>,
+    /// Entries with `queued` set (the backlog), counted as the flag flips.
+    queued: usize,
+    /// Labels prepared (or moved to a new epoch) since [`Prepare::take_ready`] last
+    /// ran: what the staging of the next epoch's nodes has not seen yet.
+    ready: Vec<Vec<u8>>,
     /// Set when the pool should stop (the last handle is gone).
     stop: bool,
 }
@@ -114,6 +119,8 @@ struct Inner {
     vrf: VrfSecret,
     /// Most labels the memo holds.
     max_labels: usize,
+    /// Whether any worker runs: without one, nothing is held.
+    workers: bool,
     metrics: PrepareMetrics,
 }
 
@@ -164,8 +171,7 @@ impl Inner {
     }
 
     fn update_gauges(&self, memo: &Memo) {
-        let backlog = memo.entries.values().filter(|e| e.queued).count();
-        self.metrics.backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.metrics.backlog.set(i64::try_from(memo.queued).unwrap_or(i64::MAX));
         self.metrics
             .memo_labels
             .set(i64::try_from(memo.entries.len()).unwrap_or(i64::MAX));
@@ -192,6 +198,7 @@ impl Prepare {
             runtime: tokio::runtime::Handle::current(),
             vrf,
             max_labels: config.max_labels,
+            workers: config.workers > 0,
             metrics,
         });
         for i in 0..config.workers {
@@ -207,22 +214,31 @@ impl Prepare {
         })
     }
 
-    /// Notes that updates of `labels` were accepted (one per item: a label may come
-    /// more than once) and queues the ones not prepared yet.
+    /// Notes that updates of `labels` are being accepted (one per item: a label may
+    /// come more than once) and queues the ones not prepared yet. Call it *before* the
+    /// updates become visible in the queue, so that the epoch resolving them finds
+    /// them counted; [`Prepare::withdraw`] them if the write fails.
     pub fn submit<'a>(&self, labels: impl IntoIterator<Item = &'a [u8]>) {
+        if !self.inner.workers {
+            return;
+        }
         let mut memo = self.inner.lock();
         let mut woke = false;
+        let Memo {
+            entries, work, queued, ..
+        } = &mut *memo;
         for label in labels {
-            let full = memo.entries.len() >= self.inner.max_labels;
-            let entry = match memo.entries.get_mut(label) {
+            let full = entries.len() >= self.inner.max_labels;
+            let entry = match entries.get_mut(label) {
                 Some(entry) => entry,
                 None if full => continue,
-                None => memo.entries.entry(label.to_vec()).or_default(),
+                None => entries.entry(label.to_vec()).or_default(),
             };
             entry.pending += 1;
             if entry.prepared.is_none() && !entry.queued {
                 entry.queued = true;
-                memo.work.push_back(label.to_vec());
+                *queued += 1;
+                work.push_back(label.to_vec());
                 woke = true;
             }
         }
@@ -230,6 +246,16 @@ impl Prepare {
         drop(memo);
         if woke {
             self.inner.wake.notify_all();
+        }
+    }
+
+    /// Takes back a [`Prepare::submit`] whose updates were not accepted.
+    pub fn withdraw<'a>(&self, labels: impl IntoIterator<Item = &'a [u8]>) {
+        let mut memo = self.inner.lock();
+        for label in labels {
+            if let Some(entry) = memo.entries.get_mut(label) {
+                entry.pending = entry.pending.saturating_sub(1);
+            }
         }
     }
 
@@ -245,6 +271,18 @@ impl Prepare {
                     .and_then(|e| e.prepared.clone())
                     .filter(|p| p.as_of == epoch)
             })
+            .collect()
+    }
+
+    /// The labels prepared as of `epoch` since the last call (each may come more than
+    /// once): what [`super::staging`] loads the nodes of, ahead of the epoch.
+    pub fn take_ready(&self, epoch: u64) -> Vec<Prepared> {
+        let mut memo = self.inner.lock();
+        let ready = std::mem::take(&mut memo.ready);
+        ready
+            .iter()
+            .filter_map(|label| memo.entries.get(label)?.prepared.clone())
+            .filter(|p| p.as_of == epoch)
             .collect()
     }
 
@@ -272,23 +310,43 @@ impl Prepare {
             }
         }
         let mut requeue = Vec::new();
-        memo.entries.retain(|label, entry| {
+        let Memo {
+            entries, queued, ready, ..
+        } = &mut *memo;
+        // What was ready for the last epoch is ready again for this one.
+        ready.clear();
+        entries.retain(|label, entry| {
             if published.contains_key(label) {
                 entry.prepared = None;
             } else if let Some(p) = &mut entry.prepared {
                 p.as_of = epoch;
+                if entry.pending > 0 {
+                    ready.push(label.clone());
+                }
             }
-            if entry.pending == 0 && !entry.queued {
+            if entry.pending == 0 {
+                // No queued update left. A worker that still has it finds it gone.
+                if entry.queued {
+                    *queued -= 1;
+                }
                 return false;
             }
-            if entry.prepared.is_none() && !entry.queued && entry.pending > 0 {
+            if entry.prepared.is_none() && !entry.queued {
                 entry.queued = true;
+                *queued += 1;
                 requeue.push(label.clone());
             }
             true
         });
         let woke = !requeue.is_empty();
         memo.work.extend(requeue);
+        // A map keeps its largest size: give back what a big epoch (or a build) left.
+        if memo.entries.capacity() > 4 * memo.entries.len().max(1024) {
+            memo.entries.shrink_to_fit();
+        }
+        if memo.work.capacity() > 4 * memo.work.len().max(1024) {
+            memo.work.shrink_to_fit();
+        }
         self.inner.update_gauges(&memo);
         drop(memo);
         if woke {
@@ -298,7 +356,7 @@ impl Prepare {
 
     /// Labels waiting for or with a worker.
     pub fn backlog(&self) -> usize {
-        self.inner.lock().entries.values().filter(|e| e.queued).count()
+        self.inner.lock().queued
     }
 
     /// Labels held, and an estimate of their heap bytes.
@@ -333,8 +391,23 @@ fn worker(inner: &Arc<Inner>, nice: i32) {
             if memo.stop {
                 return;
             }
-            let n = memo.work.len().min(WORK_BATCH);
-            let labels: Vec<Vec<u8>> = memo.work.drain(..n).collect();
+            // Only labels still waiting: an epoch may have taken (and computed) some
+            // since they were queued, and a label may be queued twice.
+            let mut labels: Vec<Vec<u8>> = Vec::with_capacity(WORK_BATCH);
+            while labels.len() < WORK_BATCH {
+                let Some(label) = memo.work.pop_front() else { break };
+                let wanted = memo
+                    .entries
+                    .get(&label)
+                    .is_some_and(|e| e.queued && e.prepared.is_none());
+                if wanted && !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+            if labels.is_empty() {
+                inner.update_gauges(&memo);
+                continue;
+            }
             (labels, memo.committed)
         };
         let users: Vec<AkdLabel> = labels.iter().map(|l| AkdLabel(l.clone())).collect();
@@ -353,9 +426,13 @@ fn worker(inner: &Arc<Inner>, nice: i32) {
                 // The writer computes these itself; nothing is lost but time.
                 tracing::warn!(error = %e, labels = labels.len(), "prepare: reading versions failed");
                 let mut memo = inner.lock();
+                let Memo { entries, queued, .. } = &mut *memo;
                 for label in &labels {
-                    if let Some(entry) = memo.entries.get_mut(label) {
+                    if let Some(entry) = entries.get_mut(label)
+                        && entry.queued
+                    {
                         entry.queued = false;
+                        *queued -= 1;
                     }
                 }
                 inner.update_gauges(&memo);
@@ -374,10 +451,17 @@ fn worker(inner: &Arc<Inner>, nice: i32) {
             drop(memo);
             continue;
         }
+        let Memo {
+            entries, queued, ready, ..
+        } = &mut *memo;
         for (label, prepared) in labels.into_iter().zip(results) {
-            if let Some(entry) = memo.entries.get_mut(&label) {
-                entry.queued = false;
+            if let Some(entry) = entries.get_mut(&label) {
+                if entry.queued {
+                    entry.queued = false;
+                    *queued -= 1;
+                }
                 entry.prepared = Some(prepared);
+                ready.push(label);
             }
         }
         inner.update_gauges(&memo);
@@ -389,6 +473,113 @@ mod tests {
     use super::*;
     use akd::ecvrf::VRFKeyStorage;
     use proptest::prelude::*;
+
+    async fn settle(prepare: &Prepare) {
+        let started = std::time::Instant::now();
+        while prepare.backlog() > 0 {
+            assert!(started.elapsed().as_secs() < 30, "the workers never caught up");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn labels<'a>(names: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> {
+        names.iter().map(|n| n.as_bytes())
+    }
+
+    /// The memo against the store it reads: what it holds is exactly the labels'
+    /// state at the committed epoch, and it follows commits: published labels are
+    /// prepared again if still queued, the others move on, resolved ones leave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memo_follows_commits_exactly() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store: Store = crate::storage::RocksStorage::open(tmp.path().join("db"), &Default::default())
+            .expect("open")
+            .into();
+        let vrf = VrfSecret::from_bytes([1; 32]);
+        let akd = crate::open_directory(store.clone(), vrf.clone()).await.expect("akd");
+        let value = |v: &str| AkdValue::from(v);
+        akd.publish(vec![
+            (AkdLabel::from("a"), value("a1")),
+            (AkdLabel::from("b"), value("b1")),
+        ])
+        .await
+        .expect("epoch 1");
+        let config = PrepareConfig {
+            workers: 1,
+            nice: 0,
+            max_labels: 8,
+        };
+        let metrics = crate::metrics::Metrics::new().expect("metrics");
+        let prepare = Prepare::start(store.clone(), vrf.clone(), 1, &config, metrics.prepare()).expect("start");
+
+        prepare.submit(labels(&["a", "b", "c"]));
+        settle(&prepare).await;
+        let got = prepare.lookup(labels(&["a", "b", "c"]), 1);
+        let want = [
+            Prepared::compute(&vrf, &AkdLabel::from("a"), Some((1, value("a1"))), 1),
+            Prepared::compute(&vrf, &AkdLabel::from("b"), Some((1, value("b1"))), 1),
+            Prepared::compute(&vrf, &AkdLabel::from("c"), None, 1),
+        ];
+        assert_eq!(got, want.iter().cloned().map(Some).collect::<Vec<_>>());
+        assert_eq!(
+            prepare.lookup(labels(&["a"]), 0),
+            vec![None],
+            "only as of the committed epoch"
+        );
+
+        // Epoch 2 publishes a and resolves b's update (unchanged); c stays queued.
+        akd.publish(vec![(AkdLabel::from("a"), value("a2"))])
+            .await
+            .expect("epoch 2");
+        let resolved = HashMap::from([(b"a".to_vec(), 1), (b"b".to_vec(), 1)]);
+        prepare.committed(2, &resolved, &HashMap::from([(b"a".to_vec(), 2u64)]));
+        assert_eq!(prepare.memory().0, 1, "a and b have no queued update left");
+        let mut c = want[2].clone();
+        c.as_of = 2;
+        assert_eq!(prepare.lookup(labels(&["c", "a"]), 2), vec![Some(c), None]);
+
+        // a queued twice; an epoch publishes one of them: the other is prepared again,
+        // at the new version.
+        prepare.submit(labels(&["a", "a"]));
+        settle(&prepare).await;
+        assert_eq!(
+            prepare.lookup(labels(&["a"]), 2)[0].as_ref().map(|p| p.current.clone()),
+            Some(Some((2, value("a2"))))
+        );
+        akd.publish(vec![(AkdLabel::from("a"), value("a3"))])
+            .await
+            .expect("epoch 3");
+        prepare.committed(
+            3,
+            &HashMap::from([(b"a".to_vec(), 1)]),
+            &HashMap::from([(b"a".to_vec(), 3u64)]),
+        );
+        settle(&prepare).await;
+        assert_eq!(
+            prepare.lookup(labels(&["a"]), 3),
+            vec![Some(Prepared::compute(
+                &vrf,
+                &AkdLabel::from("a"),
+                Some((3, value("a3"))),
+                3
+            ))]
+        );
+
+        // A withdrawn submit (the queue write failed) leaves at the next commit.
+        prepare.submit(labels(&["w"]));
+        prepare.withdraw(labels(&["w"]));
+        settle(&prepare).await;
+        let held = prepare.memory().0;
+        prepare.committed(3, &HashMap::new(), &HashMap::<Vec<u8>, u64>::new());
+        assert_eq!(prepare.memory().0, held - 1, "the withdrawn label left");
+        assert_eq!(prepare.lookup(labels(&["w"]), 3), vec![None]);
+
+        // Bounded: labels beyond `max_labels` are not held (the writer computes them).
+        let many: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+        prepare.submit(many.iter().map(|n| n.as_bytes()));
+        assert!(prepare.memory().0 <= 8, "{} labels held", prepare.memory().0);
+        settle(&prepare).await;
+    }
 
     /// akd's default trait methods on the bare secret: the reference.
     #[derive(Clone)]

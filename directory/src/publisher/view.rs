@@ -67,13 +67,18 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Durably queues `updates` (see [`Queue::accept`]), then hands their labels to the
-    /// prepare stage.
+    /// Hands the labels of `updates` to the prepare stage and durably queues them (see
+    /// [`Queue::accept`]).
     pub async fn accept(&self, updates: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<u64>, StorageError> {
         let labels: Vec<Vec<u8>> = updates.iter().map(|(label, _)| label.clone()).collect();
-        let ids = self.queue.accept(updates).await?;
+        // Counted before the queue write makes them visible: the epoch that takes them
+        // may run before this task continues.
         self.prepare.submit(labels.iter().map(Vec::as_slice));
-        Ok(ids)
+        let accepted = self.queue.accept(updates).await;
+        if accepted.is_err() {
+            self.prepare.withdraw(labels.iter().map(Vec::as_slice));
+        }
+        accepted
     }
 }
 

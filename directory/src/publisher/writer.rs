@@ -197,31 +197,31 @@ fn compute_all(vrf: &VrfSecret, todo: Vec<(AkdLabel, Option<(u64, AkdValue)>)>, 
     })
 }
 
-/// Step 3: loads into `nodes`, level by level, every node akd's insertion of
-/// `elements` reads at `epoch`: each node whose label prefixes an inserted label, and
-/// its children. Returns how many nodes were read.
+/// Step 3: loads into `nodes`, level by level, every node akd's insertion of leaves
+/// at `labels` reads at `epoch`: each node whose label prefixes one of them, and its
+/// children. Nodes `nodes` already holds (loaded for other labels, ahead of the epoch
+/// by [`super::staging`]) are not read again but are still expanded, so this can be
+/// run for several sets of labels in turn, with the union's result. Returns how many
+/// nodes were read.
 pub(crate) async fn preload(
     nodes: &EpochStore,
     store: &Store,
     epoch: u64,
-    elements: &[AzksElement],
+    mut labels: Vec<NodeLabel>,
 ) -> Result<u64, PublishError> {
-    let mut labels: Vec<NodeLabel> = elements.iter().map(|e| e.label).collect();
+    if labels.is_empty() {
+        return Ok(0);
+    }
     labels.sort_unstable_by_key(|l| l.label_val);
     let labels = Arc::new(labels);
     let mut frontier: Vec<NodeKey> = vec![codec::node_key(&NodeLabel::root())];
-    let mut loaded = 0u64;
+    let mut read = 0u64;
     while !frontier.is_empty() {
-        frontier.retain(|k| !nodes.contains(k));
-        loaded += frontier.len() as u64;
         let next: Arc<Mutex<Vec<NodeKey>>> = Arc::default();
-        let sink: NodeSink = {
-            let (nodes, labels, next) = (nodes.clone(), Arc::clone(&labels), Arc::clone(&next));
-            Arc::new(move |key: &NodeKey, bytes: &[u8]| {
-                let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
-                let label = codec::node_label_from_key(key).map_err(corrupt)?;
-                let record = codec::decode_tree_node(label, bytes).map_err(corrupt)?;
-                if let Some(node) = at_epoch(&record, epoch)
+        let expand = {
+            let (labels, next) = (Arc::clone(&labels), Arc::clone(&next));
+            move |record: &TreeNodeWithPreviousValue| {
+                if let Some(node) = at_epoch(record, epoch)
                     && contains_prefix(&labels, &node.label)
                 {
                     let children = node
@@ -231,14 +231,34 @@ pub(crate) async fn preload(
                         .map(codec::node_key);
                     next.lock().unwrap_or_else(PoisonError::into_inner).extend(children);
                 }
+            }
+        };
+        // Held already: expand from memory.
+        let mut missing = Vec::with_capacity(frontier.len());
+        for key in frontier.drain(..) {
+            match nodes.get_node(&key)? {
+                Some(record) => expand(&record),
+                None => missing.push(key),
+            }
+        }
+        read += missing.len() as u64;
+        let sink: NodeSink = {
+            let nodes = nodes.clone();
+            Arc::new(move |key: &NodeKey, bytes: &[u8]| {
+                let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
+                let label = codec::node_label_from_key(key).map_err(corrupt)?;
+                let record = codec::decode_tree_node(label, bytes).map_err(corrupt)?;
+                expand(&record);
                 nodes.load(key, bytes);
                 Ok(())
             })
         };
-        store.read_nodes(std::mem::take(&mut frontier), sink).await?;
+        if !missing.is_empty() {
+            store.read_nodes(missing, sink).await?;
+        }
         frontier = std::mem::take(&mut *next.lock().unwrap_or_else(PoisonError::into_inner));
     }
-    Ok(loaded)
+    Ok(read)
 }
 
 /// Step 4: akd's tree insertion of `elements` into `azks` (at the epoch before), on

@@ -655,6 +655,7 @@ impl Inner {
             writes,
         } = commit;
         let (meta, node_cf, state_cf) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
+        let started = std::time::Instant::now();
         let mut batch = WriteBatch::default();
         self.add_writes(&mut batch, writes)?;
         nodes.for_each_node(&mut |key, value| {
@@ -672,9 +673,19 @@ impl Inner {
         }
         states.clear();
         batch.put_cf(meta, AZKS_KEY, codec::encode_azks(&azks));
-        self.batch_bytes.store(batch.size_in_bytes() as u64, Ordering::Relaxed);
+        let bytes = batch.size_in_bytes();
+        let records = batch.len();
+        self.batch_bytes.store(bytes as u64, Ordering::Relaxed);
+        let built = started.elapsed();
         let written = self.write(batch);
         self.batch_bytes.store(0, Ordering::Relaxed);
+        tracing::info!(
+            records,
+            mb = bytes >> 20,
+            build_ms = built.as_millis(),
+            write_ms = (started.elapsed() - built).as_millis(),
+            "epoch written"
+        );
         written
     }
 

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Thread-name prefix of the directory's prepare stage (`kt_directory::publisher::prepare`).
 const PREPARE_THREADS: &str = kt_directory::publisher::prepare::THREAD_NAME;
-/// Thread-name prefix of the directory's HTTP runtime (tokio's default name): the
-/// lookups' CPU.
-const HTTP_THREADS: &str = "tokio-runtime";
+/// Thread-name prefix of the directory's HTTP runtime (tokio's default name,
+/// `tokio-rt-worker`, or `tokio-runtime-w(orker)` in older releases): the lookups' CPU.
+const HTTP_THREADS: &str = "tokio-r";
 
 /// How far a data directory has been built, kept next to it (`kt-load.json`) so an
 /// interrupted build resumes. Written after each epoch; an epoch published just before
@@ -314,7 +314,10 @@ async fn epoch(
             break;
         }
         if t.elapsed() > Duration::from_secs(args.max_prepare_wait_secs) {
-            tracing::warn!(backlog = s.prepare_backlog, "the prepare stage did not catch up; publishing anyway");
+            tracing::warn!(
+                backlog = s.prepare_backlog,
+                "the prepare stage did not catch up; publishing anyway"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -334,7 +337,10 @@ async fn epoch(
         verify_every: args.verify_every,
         rate: args.offered_read_rate(),
     };
-    let (process_cpu_before, http_cpu_before) = (readers::cpu_secs(&pid.to_string()), directory::thread_cpu_secs(pid, &[HTTP_THREADS]));
+    let (process_cpu_before, http_cpu_before) = (
+        readers::cpu_secs(&pid.to_string()),
+        directory::thread_cpu_secs(pid, &[HTTP_THREADS]),
+    );
     let reads = readers::run(dir, args.readers, population, bounds, Arc::clone(&stop), seed);
     let publish = async {
         let t = Instant::now();
@@ -365,7 +371,10 @@ async fn epoch(
             break s;
         }
         if t.elapsed() > Duration::from_secs(1800) {
-            bail!("the audit blob of epoch {} was not stored within 30 minutes", response.epoch);
+            bail!(
+                "the audit blob of epoch {} was not stored within 30 minutes",
+                response.epoch
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -345,9 +345,18 @@ impl RunReport {
 }
 
 /// The phases of the publisher's epoch pipeline, in order.
-const PHASES: [&str; 8] = ["take", "wait_blob", "versions", "vrf", "preload", "insert", "commit", "view"];
+const PHASES: [&str; 8] = [
+    "take",
+    "wait_blob",
+    "versions",
+    "vrf",
+    "preload",
+    "insert",
+    "commit",
+    "view",
+];
 /// The memory owners, in the order they are shown.
-const OWNERS: [&str; 7] = [
+const OWNERS: [&str; 9] = [
     "peak_rss",
     "rss",
     "epoch_store",
@@ -355,6 +364,8 @@ const OWNERS: [&str; 7] = [
     "block_cache",
     "memtables",
     "write_batch",
+    "allocated",
+    "allocator_resident",
 ];
 
 impl RunReport {
@@ -422,7 +433,9 @@ impl RunReport {
             }
             s.push('\n');
         }
-        s.push_str("\nMemory by owner at the end of each phase, MB (`peak_rss`: the highest resident set within the phase):\n");
+        s.push_str(
+            "\nMemory by owner at the end of each phase, MB (`peak_rss`: the highest resident set within the phase):\n",
+        );
         for e in &self.epochs {
             let _ = write!(
                 s,
