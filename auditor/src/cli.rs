@@ -29,7 +29,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Verify a folder of WhatsApp-style audit blobs (`EPOCH/PREV_ROOT/CUR_ROOT` files):
     /// consecutive epochs, a chained root, and every append-only proof. Exits non-zero at
-    /// the first failure.
+    /// the first failure. "ok" means the folder is one append-only history from its
+    /// first blob's previous root to its last blob's root; the roots come from the file
+    /// names, which nobody signed: compare the last root with a signed head (`kt head`)
+    /// to anchor it.
     AuditBlobs {
         /// The folder.
         path: PathBuf,
@@ -65,9 +68,23 @@ struct ServeArgs {
     /// Longest the directory may go without a fresh signed head, seconds [default: 600].
     #[arg(long, env = "KT_AUDITOR_MAX_HEAD_AGE")]
     max_head_age: Option<u64>,
-    /// Largest append-only proof fetched, MiB [default: 1024].
+    /// Largest append-only proof fetched, MiB [default: 512].
     #[arg(long, env = "KT_AUDITOR_MAX_PROOF_MIB")]
     max_proof_mib: Option<u64>,
+    /// How far in the future a signed head may be dated before it is evidence,
+    /// seconds [default: 300].
+    #[arg(long, env = "KT_AUDITOR_MAX_CLOCK_SKEW")]
+    max_clock_skew: Option<u64>,
+    /// PEM bundle of CA certificates to trust for an HTTPS directory (a private CA),
+    /// besides the system's and the Mozilla roots.
+    #[arg(long, env = "KT_AUDITOR_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Serve HTTPS: the certificate chain, PEM (with --tls-key).
+    #[arg(long, env = "KT_AUDITOR_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: the private key, PEM (with --tls-cert).
+    #[arg(long, env = "KT_AUDITOR_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Longest one request to the directory may take, seconds [default: 120].
     #[arg(long, env = "KT_AUDITOR_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
@@ -99,6 +116,10 @@ pub fn main() -> ExitCode {
                     max_head_age_secs: args.max_head_age,
                     max_proof_mib: args.max_proof_mib,
                     request_timeout_secs: args.request_timeout,
+                    max_clock_skew_secs: args.max_clock_skew,
+                    ca_file: args.ca_file,
+                    tls_cert: args.tls_cert,
+                    tls_key: args.tls_key,
                 };
                 let config = ServeConfig::resolve(file.overlay(flags))?;
                 crate::server::serve(DataDir::new(args.data_dir), config).await
@@ -117,7 +138,16 @@ pub fn main() -> ExitCode {
                 if verified.is_empty() {
                     bail!("no audit blobs under {}", path.display());
                 }
-                println!("ok: {} epochs verified", verified.len());
+                let (first, last) = (&verified[0].name, &verified[verified.len() - 1].name);
+                println!(
+                    "ok: {} epochs verified: one append-only history from root {} (before epoch {}) to root {} (epoch {}); \
+                     these roots come from the file names: compare the last with a head the directory signed",
+                    verified.len(),
+                    hex::encode(first.previous_hash),
+                    first.epoch,
+                    hex::encode(last.current_hash),
+                    last.epoch
+                );
                 Ok(())
             }
         }

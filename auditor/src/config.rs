@@ -28,6 +28,15 @@ pub struct FileConfig {
     pub max_proof_mib: Option<u64>,
     /// Timeout of one request to the directory, seconds.
     pub request_timeout_secs: Option<u64>,
+    /// How far in the future a signed head may be dated before it is evidence, seconds.
+    pub max_clock_skew_secs: Option<u64>,
+    /// A PEM bundle of CA certificates to trust for the directory (a private CA),
+    /// besides the system's and the Mozilla roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// HTTPS for this auditor's API: the certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS for this auditor's API: the private key (PEM), with `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 pub use kt_client::configfile::ConfigError;
@@ -50,6 +59,10 @@ impl FileConfig {
             max_head_age_secs: over.max_head_age_secs.or(self.max_head_age_secs),
             max_proof_mib: over.max_proof_mib.or(self.max_proof_mib),
             request_timeout_secs: over.request_timeout_secs.or(self.request_timeout_secs),
+            max_clock_skew_secs: over.max_clock_skew_secs.or(self.max_clock_skew_secs),
+            ca_file: over.ca_file.or(self.ca_file),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
         }
     }
 }
@@ -69,6 +82,10 @@ pub struct ServeConfig {
     pub follow: crate::follower::FollowConfig,
     /// Timeout of one request to the directory.
     pub request_timeout: Duration,
+    /// Extra roots trusted for the directory (`ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// HTTPS for this auditor's API.
+    pub tls: Option<kt_client::serve::TlsFiles>,
 }
 
 impl ServeConfig {
@@ -96,7 +113,9 @@ impl ServeConfig {
                 s => Ok(Duration::from_secs(s)),
             }
         };
-        let max_proof_mib = c.max_proof_mib.unwrap_or(1024);
+        // The largest public append-only proof seen was 291 MB (one WhatsApp epoch); a
+        // 200k-rotation epoch at 10M entries is ~120 MB.
+        let max_proof_mib = c.max_proof_mib.unwrap_or(512);
         if max_proof_mib == 0 {
             return Err(ConfigError::Invalid("max_proof_mib must be at least 1".into()));
         }
@@ -110,8 +129,11 @@ impl ServeConfig {
                 max_backoff: secs(c.max_backoff_secs, 60, "max backoff")?,
                 max_head_age: secs(c.max_head_age_secs, 600, "max head age")?,
                 max_proof_bytes: max_proof_mib << 20,
+                max_clock_skew: secs(c.max_clock_skew_secs, 300, "max clock skew")?,
             },
             request_timeout: secs(c.request_timeout_secs, 120, "request timeout")?,
+            ca_file: c.ca_file,
+            tls: kt_client::serve::TlsFiles::from_flags(c.tls_cert, c.tls_key).map_err(ConfigError::Invalid)?,
         })
     }
 }

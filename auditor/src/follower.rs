@@ -28,6 +28,8 @@ pub struct FollowConfig {
     pub max_head_age: Duration,
     /// Largest proof fetched (memory is bounded by one proof at a time).
     pub max_proof_bytes: u64,
+    /// How far in the future a signed head may be dated before it is evidence.
+    pub max_clock_skew: Duration,
 }
 
 /// Why a step did not complete.
@@ -47,6 +49,27 @@ enum StepError {
 impl From<Finding> for StepError {
     fn from(f: Finding) -> Self {
         StepError::Misbehaviour(Box::new(f))
+    }
+}
+
+/// What made an answer unusable without proving anything (a metric label).
+#[derive(Debug, Clone, Copy)]
+enum Unusable {
+    /// A head whose signature does not verify: anyone on the path can make one.
+    BadSignature,
+    /// A proof that does not decode (an error page served with a 200, a cut body).
+    UndecodableProof,
+    /// A proof that decoded but did not verify, and verified when fetched again.
+    InvalidProofRefetched,
+}
+
+impl Unusable {
+    fn label(self) -> &'static str {
+        match self {
+            Unusable::BadSignature => "bad_signature",
+            Unusable::UndecodableProof => "undecodable_proof",
+            Unusable::InvalidProofRefetched => "invalid_proof_refetched",
+        }
     }
 }
 
@@ -271,21 +294,100 @@ impl Follower {
         Ok(())
     }
 
-    fn identity(&self, pins: Option<&Pins>) -> Identity {
-        Identity {
+    /// Who the directory must be. A pin that does not decode is our own store's
+    /// corruption: it stops the auditor (never a skipped check).
+    fn identity(&self, pins: Option<&Pins>) -> Result<Identity, StepError> {
+        let vrf_key_hash = match pins {
+            Some(p) => Some(
+                kt_client::head::hex_array(&p.vrf_key_hash, "pinned VRF key hash").map_err(|e| {
+                    StepError::Store(StoreError::Corrupt {
+                        what: "pins".into(),
+                        reason: e.to_string(),
+                    })
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Identity {
             key: self.directory_key,
             namespace: pins.map(|p| p.namespace.clone()),
-            vrf_key_hash: pins.and_then(|p| kt_client::head::hex_array(&p.vrf_key_hash, "pins").ok()),
+            vrf_key_hash,
+        })
+    }
+
+    /// Checks a head from the directory: a bad signature proves nothing (anyone on the
+    /// path can make one) and is a counted, retried failure; a validly signed head of
+    /// another identity, or dated far in the future, is evidence.
+    fn check_head(&self, identity: &Identity, head: &SignedHead) -> Result<(), StepError> {
+        match identity.check(head) {
+            Ok(()) => {}
+            Err(f) if f.kind == kt_client::auditor::EvidenceKind::BadSignature => {
+                return Err(self.unusable(Unusable::BadSignature, f.reason));
+            }
+            Err(f) => return Err(f.into()),
         }
+        let skew = u64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        if let Some(f) = verify::future(head, unix_ms(), skew) {
+            return Err(f.into());
+        }
+        Ok(())
+    }
+
+    /// Counts an unusable answer and turns it into a retried failure.
+    fn unusable(&self, what: Unusable, reason: String) -> StepError {
+        self.metrics.unauthenticated.with_label_values(&[what.label()]).inc();
+        StepError::Transient(format!(
+            "unusable answer from the directory ({}): {reason}",
+            what.label()
+        ))
+    }
+
+    /// The proof of `head`, verified. A proof that does not decode is an unusable
+    /// answer; one that decodes but does not verify is fetched again, and only if the
+    /// fresh copy fails too is it evidence (with its bytes and the signed head, for
+    /// anyone to check offline).
+    async fn verified_proof(&self, head: &SignedHead) -> Result<(verify::ProofStats, Vec<u8>), StepError> {
+        let epoch = head.head.epoch;
+        let name = verify::blob_name(head);
+        let mut first_failure = None;
+        for attempt in 0..2 {
+            let blob = match self.client.audit_blob(&name, self.config.max_proof_bytes).await {
+                Ok(blob) => blob,
+                Err(HttpError::NotFound(m)) => {
+                    return Err(StepError::Transient(format!(
+                        "the directory does not serve the proof {name} for epoch {epoch}: {m}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match verify::check_proof(head, blob).await {
+                Ok(verified) => {
+                    if let Some(reason) = first_failure {
+                        // The first copy was damaged on its way: nothing the directory signed.
+                        let _ = self.unusable(Unusable::InvalidProofRefetched, reason);
+                    }
+                    return Ok(verified);
+                }
+                Err(f) if f.reason.starts_with(verify::UNDECODABLE) => {
+                    return Err(self.unusable(Unusable::UndecodableProof, f.reason));
+                }
+                Err(f) if attempt == 0 => {
+                    tracing::warn!(epoch, reason = %f.reason, "proof does not verify; fetching it again");
+                    first_failure = Some(f.reason);
+                }
+                Err(f) => return Err(f.into()),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
     }
 
     /// One unit of progress: at most one epoch verified.
     async fn step(&mut self) -> Result<Progress, StepError> {
         let store = self.store.clone();
         let (pins, last) = blocking(move || Ok((store.pins()?, store.last_epoch()?))).await?;
-        let identity = self.identity(pins.as_ref());
+        let identity = self.identity(pins.as_ref())?;
         let latest = self.client.latest_head().await?;
-        identity.check(&latest)?;
+        self.check_head(&identity, &latest)?;
         let now = unix_ms();
         self.status.update(|s| {
             s.last_contact_ms = Some(now);
@@ -325,7 +427,7 @@ impl Follower {
         } else {
             self.client.head(epoch).await?
         };
-        identity.check(&head)?;
+        self.check_head(&identity, &head)?;
         if head.head.epoch != epoch {
             return Err(StepError::Transient(format!(
                 "asked the directory for the head of epoch {epoch}, got epoch {}",
@@ -333,21 +435,10 @@ impl Follower {
             )));
         }
         verify::check_chain(&last.head, &head)?;
-        let name = verify::blob_name(&head);
-        let blob = match self.client.audit_blob(&name, self.config.max_proof_bytes).await {
-            Ok(blob) => blob,
-            Err(HttpError::NotFound(m)) => {
-                return Err(StepError::Transient(format!(
-                    "the directory does not serve the proof {name} for epoch {epoch}: {m}"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let proof_bytes = blob.len() as u64;
         let started = Instant::now();
-        let verified = verify::check_proof(&head, blob).await;
+        let (stats, blob) = self.verified_proof(&head).await?;
         let took = started.elapsed();
-        let (stats, blob) = verified?;
+        let proof_bytes = blob.len() as u64;
         self.metrics.verify_seconds.observe(took.as_secs_f64());
         self.metrics.proof_bytes.set(proof_bytes as i64);
         self.metrics.proof_bytes_total.inc_by(proof_bytes);
@@ -381,7 +472,7 @@ impl Follower {
         } else {
             self.client.head(0).await?
         };
-        self.identity(None).check(&head)?;
+        self.check_head(&self.identity(None)?, &head)?;
         verify::check_genesis(&head, &empty)?;
         let pins = Pins {
             directory_key: hex::encode(self.directory_key.as_bytes()),

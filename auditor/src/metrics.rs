@@ -23,6 +23,9 @@ pub struct Metrics {
     pub evidence: IntCounterVec,
     /// Failed requests to the directory (network, 5xx, missing proofs).
     pub fetch_errors: IntCounter,
+    /// Answers nobody signed that could not be used, by what was wrong (`bad_signature`,
+    /// `undecodable_proof`, `invalid_proof_refetched`): retried, never evidence.
+    pub unauthenticated: IntCounterVec,
     /// 0 ok, 1 lagging, 2 failed.
     pub state: IntGauge,
 }
@@ -43,6 +46,13 @@ impl Metrics {
             proof_bytes_total: IntCounter::new("proof_bytes_total", "Proof bytes verified since start")?,
             evidence: IntCounterVec::new(Opts::new("evidence_total", "Evidence recorded, by kind"), &["kind"])?,
             fetch_errors: IntCounter::new("fetch_errors_total", "Failed requests to the directory")?,
+            unauthenticated: IntCounterVec::new(
+                Opts::new(
+                    "unauthenticated_answers_total",
+                    "Answers nobody signed that could not be used (retried, not evidence), by what was wrong",
+                ),
+                &["what"],
+            )?,
             state: IntGauge::new("state", "0 ok, 1 lagging, 2 failed")?,
             registry,
         };
@@ -54,6 +64,7 @@ impl Metrics {
         m.registry.register(Box::new(m.proof_bytes_total.clone()))?;
         m.registry.register(Box::new(m.evidence.clone()))?;
         m.registry.register(Box::new(m.fetch_errors.clone()))?;
+        m.registry.register(Box::new(m.unauthenticated.clone()))?;
         m.registry.register(Box::new(m.state.clone()))?;
         Ok(m)
     }

@@ -31,7 +31,11 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new().context("registering metrics")?;
     let status = SharedStatus::new();
-    let client = DirectoryClient::new(&config.directory, config.request_timeout)?;
+    let roots = match &config.ca_file {
+        Some(path) => kt_client::http::read_ca_file(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let client = DirectoryClient::with_roots(&config.directory, config.request_timeout, &roots)?;
     let mut follower = Follower::new(
         client,
         store.clone(),
@@ -43,11 +47,16 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     );
     follower.restore().await?;
 
+    let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let state = AppState {
         store,
         status,
@@ -59,14 +68,13 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         max_head_age_secs: config.follow.max_head_age.as_secs(),
     };
     // Scripts and tests read the bound address (the port may be 0) from this line.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, directory = %config.directory, "kt-auditor serving");
 
     let (stop, stopped) = watch::channel(false);
     let follow = tokio::spawn(follower.run(stopped));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(kt_client::run::shutdown_signal())
+    kt_client::serve::serve(listener, router(state), tls, kt_client::run::shutdown_signal())
         .await
         .context("HTTP server")?;
     let _ = stop.send(true);

@@ -143,6 +143,27 @@ pub fn check_chain(previous: &SignedHead, head: &SignedHead) -> Result<(), Findi
     Ok(())
 }
 
+/// How [`check_proof`]'s reason starts for bytes that are not a proof at all (the
+/// follower treats those as an unusable answer, not as evidence).
+pub const UNDECODABLE: &str = "undecodable append-only proof";
+
+/// A validly signed head dated more than `max_skew_ms` after `now_ms`: a directory that
+/// signs the future can freeze a client's view past any maximum age.
+pub fn future(head: &SignedHead, now_ms: u64, max_skew_ms: u64) -> Option<Finding> {
+    let ahead = head.head.timestamp_ms.saturating_sub(now_ms);
+    (ahead > max_skew_ms).then(|| {
+        Finding::new(
+            EvidenceKind::FutureHead,
+            head.head.epoch,
+            format!(
+                "the head of epoch {} is signed with a time {ahead} ms ahead of this auditor's clock (allowed skew {max_skew_ms} ms)",
+                head.head.epoch
+            ),
+            vec![head.clone()],
+        )
+    })
+}
+
 /// What a verified proof showed.
 #[derive(Debug, Clone, Copy)]
 pub struct ProofStats {
@@ -170,7 +191,7 @@ pub async fn check_proof(head: &SignedHead, blob: Vec<u8>) -> Result<(ProofStats
     let audit_blob = AuditBlob { name, data: blob };
     let proof = match audit_blob.decode() {
         Ok((_, _, _, proof)) => proof,
-        Err(e) => return Err(fail(format!("undecodable append-only proof: {e:?}"), audit_blob.data)),
+        Err(e) => return Err(fail(format!("{UNDECODABLE}: {e:?}"), audit_blob.data)),
     };
     match akd::auditor::verify_consecutive_append_only::<KtConfig>(&proof, h.previous_root, h.root, h.epoch).await {
         Ok(()) => Ok((
@@ -183,8 +204,14 @@ pub async fn check_proof(head: &SignedHead, blob: Vec<u8>) -> Result<(ProofStats
     }
 }
 
-/// Checks a fork claim: both heads signed by the directory, for the pinned namespace,
-/// the same epoch, and different roots (or different previous roots).
+/// Checks a claim of two contradicting heads, both signed by the directory for the
+/// pinned namespace. They contradict when they are:
+/// - for one epoch, with different roots (or previous roots): a fork;
+/// - for consecutive epochs, the later one's previous root not the earlier one's root:
+///   a broken chain (two histories);
+/// - for different epochs, the later epoch signed at an earlier time: a rollback.
+///
+/// Anything else is not evidence.
 pub fn check_fork(identity: &Identity, claim: &ForkEvidence) -> Result<Finding, String> {
     for (which, head) in [("first", &claim.first), ("second", &claim.second)] {
         identity
@@ -192,27 +219,54 @@ pub fn check_fork(identity: &Identity, claim: &ForkEvidence) -> Result<Finding, 
             .map_err(|f| format!("{which} head: {}", f.reason))?;
     }
     let (a, b) = (&claim.first.head, &claim.second.head);
-    if a.epoch != b.epoch {
-        return Err(format!(
-            "the heads are for different epochs ({} and {})",
-            a.epoch, b.epoch
+    let heads = vec![claim.first.clone(), claim.second.clone()];
+    if a.epoch == b.epoch {
+        if a.root == b.root && a.previous_root == b.previous_root {
+            return Err("the heads agree on the root and the previous root: no fork".into());
+        }
+        return Ok(Finding::new(
+            EvidenceKind::Fork,
+            a.epoch,
+            format!(
+                "two signed heads for epoch {}: root {} (previous {}) and root {} (previous {})",
+                a.epoch,
+                hex::encode(a.root),
+                hex::encode(a.previous_root),
+                hex::encode(b.root),
+                hex::encode(b.previous_root)
+            ),
+            heads,
         ));
     }
-    if a.root == b.root && a.previous_root == b.previous_root {
-        return Err("the heads agree on the root and the previous root: no fork".into());
+    let (early, late) = if a.epoch < b.epoch { (a, b) } else { (b, a) };
+    if late.epoch == early.epoch + 1 && late.previous_root != early.root {
+        return Ok(Finding::new(
+            EvidenceKind::BrokenChain,
+            late.epoch,
+            format!(
+                "signed head of epoch {} says the previous root is {}, but the signed head of epoch {} has root {}",
+                late.epoch,
+                hex::encode(late.previous_root),
+                early.epoch,
+                hex::encode(early.root)
+            ),
+            heads,
+        ));
     }
-    Ok(Finding::new(
-        EvidenceKind::Fork,
-        a.epoch,
-        format!(
-            "two signed heads for epoch {}: root {} (previous {}) and root {} (previous {})",
-            a.epoch,
-            hex::encode(a.root),
-            hex::encode(a.previous_root),
-            hex::encode(b.root),
-            hex::encode(b.previous_root)
-        ),
-        vec![claim.first.clone(), claim.second.clone()],
+    if late.timestamp_ms < early.timestamp_ms {
+        return Ok(Finding::new(
+            EvidenceKind::Rollback,
+            early.epoch,
+            format!(
+                "the directory signed epoch {} at {} ms, after signing epoch {} at {} ms",
+                early.epoch, early.timestamp_ms, late.epoch, late.timestamp_ms
+            ),
+            heads,
+        ));
+    }
+    Err(format!(
+        "heads of epochs {} and {} that do not contradict each other",
+        a.epoch, b.epoch
     ))
 }
 

@@ -113,14 +113,17 @@ fn proofs(c: &mut Criterion) {
         let pinned = PinnedKeys {
             directory_key: directory_key.verifying_key(),
             vrf_public_key: vrf,
+            namespace: "bench".into(),
         };
         (answer, pinned, head, blob.data)
     });
-    pinned.lookup_response(&answer).expect("the answer verifies");
+    pinned
+        .lookup_response(&answer.label, &answer)
+        .expect("the answer verifies");
 
     let mut g = c.benchmark_group("verify");
     g.bench_function("client_lookup_answer", |b| {
-        b.iter(|| pinned.lookup_response(&answer).expect("verifies"))
+        b.iter(|| pinned.lookup_response(&answer.label, &answer).expect("verifies"))
     });
     g.bench_function(
         format!("auditor_blob_{rotations}_rotations_{}_bytes", blob.len()),

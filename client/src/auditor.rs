@@ -114,13 +114,21 @@ pub enum EvidenceKind {
     Stale,
     /// The proof for an epoch is missing or undecodable.
     MissingProof,
+    /// A validly signed head dated further in the future than clocks can disagree.
+    FutureHead,
 }
 
 impl EvidenceKind {
-    /// Whether this finding stops the auditor for good: everything but staleness,
-    /// which ends when the directory signs a fresh head.
+    /// Whether this finding stops the auditor for good: a contradiction between heads
+    /// the directory signed, or a proof for a signed head that does not verify.
+    /// Staleness ends when the directory signs a fresh head; a bad signature or a
+    /// missing proof is bytes nobody signed (older auditors recorded them as evidence:
+    /// they no longer halt).
     pub fn halts(self) -> bool {
-        !matches!(self, EvidenceKind::Stale)
+        !matches!(
+            self,
+            EvidenceKind::Stale | EvidenceKind::BadSignature | EvidenceKind::MissingProof
+        )
     }
 }
 

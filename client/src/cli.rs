@@ -4,8 +4,10 @@
 //! file (`--config`), in that order of precedence.
 //!
 //! Exit codes: 0 verified; 1 other errors (network, usage, files); 3 a proof or head did
-//! not verify; 4 rollback; 5 fork (the evidence is printed as JSON); 6 label not found;
-//! 7 `monitor` saw a version its owner did not expect.
+//! not verify (or answered another question than asked); 4 rollback; 5 fork, broken
+//! chain or time running backwards (the two signed heads are printed as JSON); 6 label
+//! not found; 7 `monitor` saw a version its owner did not expect; 8 the head is too old
+//! or dated in the future; 9 not yet audited.
 
 use crate::head::{SignedHead, hex_array};
 use crate::http::{DirectoryClient, HttpError};
@@ -42,6 +44,10 @@ struct Global {
     /// directory on first use and pinned in the state file.
     #[arg(long, global = true, env = "KT_VRF_KEY")]
     vrf_key: Option<String>,
+    /// The directory's namespace. Without it, it is learned from the directory on first
+    /// use and pinned in the state file, like the VRF key.
+    #[arg(long, global = true, env = "KT_NAMESPACE")]
+    namespace: Option<String>,
     /// State file [default: $XDG_STATE_HOME/kt/state.json or ~/.local/state/kt/state.json].
     #[arg(long, global = true, env = "KT_STATE")]
     state: Option<PathBuf>,
@@ -54,10 +60,19 @@ struct Global {
     /// HTTP timeout, seconds.
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
-    /// Refuse heads signed longer ago than this many seconds (exit code 8). The
-    /// directory re-signs its head every epoch interval, so set it above that.
-    #[arg(long, global = true, env = "KT_MAX_HEAD_AGE")]
-    max_head_age: Option<u64>,
+    /// PEM bundle of CA certificates to trust (a private CA), besides the system's and
+    /// the Mozilla roots; for the directory and the auditors alike.
+    #[arg(long, global = true, env = "KT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Refuse heads signed longer ago than this many seconds (exit code 8); 0 turns the
+    /// check off. The directory re-signs its head every epoch interval (2 minutes by
+    /// default), so an hour is 30 missed intervals: a directory that has stalled, or
+    /// serves a frozen view.
+    #[arg(long, global = true, env = "KT_MAX_HEAD_AGE", default_value_t = 3600)]
+    max_head_age: u64,
+    /// Refuse heads dated more than this many seconds in the future (exit code 8).
+    #[arg(long, global = true, env = "KT_MAX_CLOCK_SKEW", default_value_t = crate::verify::DEFAULT_MAX_SKEW_MS / 1000)]
+    max_clock_skew: u64,
     /// An auditor whose co-signature heads need, as URL=KEY (its co-signing key, hex,
     /// pinned out of band). Repeat for several; KT_AUDITORS takes a comma-separated list.
     #[arg(long = "auditor", global = true, env = "KT_AUDITORS", value_delimiter = ',')]
@@ -129,6 +144,7 @@ struct FileConfig {
     directory: Option<String>,
     directory_key: Option<String>,
     vrf_key: Option<String>,
+    namespace: Option<String>,
     state: Option<PathBuf>,
 }
 
@@ -151,7 +167,7 @@ fn coded(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
 /// Exit code of a failed verification step.
 fn code_of_response(e: ResponseError) -> anyhow::Error {
     match e {
-        ResponseError::Stale { .. } => coded(8, e),
+        ResponseError::Stale { .. } | ResponseError::Future { .. } => coded(8, e),
         other => coded(3, other),
     }
 }
@@ -166,7 +182,13 @@ fn code_of_state(e: StateError) -> anyhow::Error {
             }
             coded(5, StateError::Fork(evidence))
         }
-        StateError::VrfKeyChanged { .. } => coded(3, e),
+        StateError::TimeWentBack(evidence) => {
+            if let Ok(json) = serde_json::to_string_pretty(&evidence) {
+                println!("{json}");
+            }
+            coded(5, StateError::TimeWentBack(evidence))
+        }
+        StateError::VrfKeyChanged { .. } | StateError::NamespaceChanged { .. } => coded(3, e),
         StateError::File { .. } => coded(1, e),
     }
 }
@@ -184,24 +206,49 @@ struct Session {
     key_hex: String,
     directory_key: ed25519_dalek::VerifyingKey,
     vrf_flag: Option<String>,
+    namespace_flag: Option<String>,
     state_path: PathBuf,
+    /// The state file as this run last read or wrote it.
     state: State,
+    /// What this run learned and has not written yet: written under the state file's
+    /// lock by [`Session::commit`], after every check of the step passed.
+    pending: Pending,
     json: bool,
+    /// Heads older than this are refused (`None`: no limit).
     max_head_age: Option<Duration>,
+    /// Heads dated further ahead than this are refused.
+    max_clock_skew: Duration,
     /// Auditors (client of each, co-signing key) whose co-signatures are required.
     auditors: Vec<(DirectoryClient, ed25519_dalek::VerifyingKey)>,
-    /// How many of them must co-sign.
+    /// How many distinct auditor keys must co-sign.
     min_auditors: usize,
 }
 
+/// Observations of one step, applied to the state file together.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Verified heads, in the order seen.
+    heads: Vec<SignedHead>,
+    /// The VRF key, pinned by flag or learned.
+    vrf_key: Option<String>,
+    /// The namespace, pinned by flag or learned.
+    namespace: Option<String>,
+    /// Monitored labels and the epoch they were verified through.
+    monitored: Vec<(String, u64)>,
+}
+
 /// Parses `URL=KEYHEX`.
-fn parse_auditor(spec: &str, timeout: Duration) -> anyhow::Result<(DirectoryClient, ed25519_dalek::VerifyingKey)> {
+fn parse_auditor(
+    spec: &str,
+    timeout: Duration,
+    roots: &[reqwest::Certificate],
+) -> anyhow::Result<(DirectoryClient, ed25519_dalek::VerifyingKey)> {
     let (url, key) = spec
         .rsplit_once('=')
         .ok_or_else(|| anyhow!("--auditor {spec:?}: expected URL=KEY (the auditor's co-signing key, hex)"))?;
     let key: [u8; 32] = hex_array(key, "auditor key").with_context(|| format!("--auditor {spec:?}"))?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&key).with_context(|| format!("--auditor {spec:?}"))?;
-    Ok((DirectoryClient::new(url, timeout)?, key))
+    Ok((DirectoryClient::with_roots(url, timeout, roots)?, key))
 }
 
 fn default_state_path() -> PathBuf {
@@ -225,8 +272,16 @@ impl Session {
             .to_ascii_lowercase();
         let key: [u8; 32] = hex_array(&key_hex, "directory key").context("--directory-key")?;
         let directory_key = ed25519_dalek::VerifyingKey::from_bytes(&key).context("--directory-key")?;
+        let roots = match &global.ca_file {
+            Some(path) => crate::http::read_ca_file(path).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
         let client = match global.directory.or(file.directory) {
-            Some(url) => Some(DirectoryClient::new(&url, Duration::from_secs(global.timeout))?),
+            Some(url) => Some(DirectoryClient::with_roots(
+                &url,
+                Duration::from_secs(global.timeout),
+                &roots,
+            )?),
             None if needs_network => bail!("--directory URL is required"),
             None => None,
         };
@@ -234,8 +289,13 @@ impl Session {
         let auditors = global
             .auditors
             .iter()
-            .map(|spec| parse_auditor(spec, timeout))
+            .map(|spec| parse_auditor(spec, timeout, &roots))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // A quorum counts keys, not entries: one auditor listed twice is one auditor.
+        let distinct: std::collections::BTreeSet<[u8; 32]> = auditors.iter().map(|(_, k)| k.to_bytes()).collect();
+        if distinct.len() != auditors.len() {
+            bail!("an auditor key is given twice: each --auditor must have a key of its own");
+        }
         let min_auditors = global.min_auditors.unwrap_or(auditors.len());
         if min_auditors > auditors.len() {
             bail!(
@@ -250,10 +310,13 @@ impl Session {
             key_hex,
             directory_key,
             vrf_flag: global.vrf_key.or(file.vrf_key),
+            namespace_flag: global.namespace.or(file.namespace),
             state_path,
             state,
+            pending: Pending::default(),
             json: global.json,
-            max_head_age: global.max_head_age.map(Duration::from_secs),
+            max_head_age: (global.max_head_age > 0).then(|| Duration::from_secs(global.max_head_age)),
+            max_clock_skew: Duration::from_secs(global.max_clock_skew),
             auditors,
             min_auditors,
         })
@@ -269,39 +332,97 @@ impl Session {
         self.state.directory(&self.key_hex)
     }
 
-    /// The pinned keys: the VRF key from the flag, the state, or (first use) the server.
+    /// The pinned keys: the VRF key and namespace from the flags, the state, or (first
+    /// use) the server.
     async fn pinned(&mut self, may_fetch: bool) -> anyhow::Result<PinnedKeys> {
         if let Some(flag) = self.vrf_flag.clone() {
             self.dir().pin_vrf_key(&flag).map_err(code_of_state)?;
+            self.pending.vrf_key = Some(flag);
         }
-        let vrf_hex = match self.dir().vrf_public_key.clone() {
-            Some(k) => k,
-            None if may_fetch => {
+        if let Some(flag) = self.namespace_flag.clone() {
+            self.dir().pin_namespace(&flag).map_err(code_of_state)?;
+            self.pending.namespace = Some(flag);
+        }
+        let (vrf, namespace) = (self.dir().vrf_public_key.clone(), self.dir().namespace.clone());
+        let (vrf_hex, namespace) = match (vrf, namespace) {
+            (Some(v), Some(n)) => (v, n),
+            (vrf, namespace) if may_fetch => {
                 let info = self.client()?.info().await.map_err(code_of_http)?;
-                tracing::warn!(
-                    vrf_public_key = %info.vrf_public_key,
-                    "no VRF key pinned: learned it from the directory (trust on first use) and pinned it in the state file"
-                );
-                self.dir().pin_vrf_key(&info.vrf_public_key).map_err(code_of_state)?;
-                info.vrf_public_key
+                let vrf = vrf.unwrap_or_else(|| {
+                    tracing::warn!(
+                        vrf_public_key = %info.vrf_public_key,
+                        "no VRF key pinned: learned it from the directory (trust on first use) and pinned it in the state file"
+                    );
+                    info.vrf_public_key.clone()
+                });
+                let namespace = namespace.unwrap_or_else(|| {
+                    tracing::warn!(
+                        namespace = %crate::wire::printable(&info.namespace, 200),
+                        "no namespace pinned: learned it from the directory (trust on first use) and pinned it in the state file"
+                    );
+                    info.namespace.clone()
+                });
+                self.dir().pin_vrf_key(&vrf).map_err(code_of_state)?;
+                self.dir().pin_namespace(&namespace).map_err(code_of_state)?;
+                self.pending.vrf_key = Some(vrf.clone());
+                self.pending.namespace = Some(namespace.clone());
+                (vrf, namespace)
             }
-            None => bail!("no VRF key: pass --vrf-key, or run an online command first to learn it"),
+            _ => bail!(
+                "no VRF key or namespace pinned: pass --vrf-key and --namespace, or run an online command first to learn them"
+            ),
         };
         Ok(PinnedKeys {
             directory_key: self.directory_key,
             vrf_public_key: hex::decode(&vrf_hex).context("VRF key is not hex")?,
+            namespace,
         })
     }
 
-    /// Records a verified head (age, rollback and fork checks) and saves the state.
-    fn observe(&mut self, head: &SignedHead) -> anyhow::Result<()> {
-        if let Some(max) = self.max_head_age {
-            let now = crate::head::unix_ms();
-            let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-            crate::verify::check_age(&head.head, now, max_ms).map_err(code_of_response)?;
+    /// Checks a verified head against the clock (age, future) and against what this
+    /// client saw (rollback, fork, broken chain), and keeps it for [`Session::commit`].
+    /// Nothing is written yet: a head that a later check of the step refuses (an
+    /// auditor quorum, say) is never remembered.
+    fn check(&mut self, head: &SignedHead) -> anyhow::Result<()> {
+        let now = crate::head::unix_ms();
+        let skew = u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        match self.max_head_age {
+            Some(max) => {
+                let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+                crate::verify::check_age(&head.head, now, max_ms, skew).map_err(code_of_response)?;
+            }
+            None => crate::verify::check_not_future(&head.head, now, skew).map_err(code_of_response)?,
         }
         self.dir().observe(head).map_err(code_of_state)?;
-        self.state.save(&self.state_path).map_err(code_of_state)
+        self.pending.heads.push(head.clone());
+        Ok(())
+    }
+
+    /// Writes what this step learned to the state file, under its lock, on top of
+    /// what other runs wrote meanwhile (whose heads are checked against these again).
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let key = self.key_hex.clone();
+        let state = State::update(&self.state_path, |state| {
+            let dir = state.directory(&key);
+            if let Some(v) = &pending.vrf_key {
+                dir.pin_vrf_key(v)?;
+            }
+            if let Some(n) = &pending.namespace {
+                dir.pin_namespace(n)?;
+            }
+            for head in &pending.heads {
+                dir.observe(head)?;
+            }
+            for (label, epoch) in &pending.monitored {
+                let at = dir.monitored.entry(label.clone()).or_default();
+                *at = (*at).max(*epoch);
+            }
+            Ok(())
+        })
+        .map_err(code_of_state)?;
+        self.state = state;
+        Ok(())
     }
 
     /// Requires `min_auditors` co-signatures on exactly this head's epoch, root and
@@ -318,6 +439,12 @@ impl Session {
             let answer: Result<crate::auditor::CoSignedHead, HttpError> =
                 client.get_json(&format!("/v1/heads/{epoch}")).await;
             match answer {
+                // An answer for another epoch is a bad answer, not a contradiction.
+                Ok(c) if c.directory_head.head.epoch != epoch => problems.push(format!(
+                    "{}: answered for epoch {} when asked for {epoch}",
+                    client.base(),
+                    c.directory_head.head.epoch
+                )),
                 Ok(c) => match c.cosignature.verify_for(key, &c.directory_head) {
                     Err(e) => problems.push(format!("{}: {e}", client.base())),
                     Ok(()) if c.directory_head.verify(&self.directory_key).is_err() => problems.push(format!(
@@ -433,12 +560,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pinned = s.pinned(true).await?;
             let response = s.client()?.lookup(&label).await.map_err(code_of_http)?;
             save_json(save.as_deref(), &response)?;
-            if response.label != label {
-                return Err(coded(3, anyhow!("the directory answered for another label")));
-            }
-            let found = pinned.lookup_response(&response).map_err(code_of_response)?;
-            s.observe(&response.head)?;
+            let found = pinned.lookup_response(&label, &response).map_err(code_of_response)?;
+            s.check(&response.head)?;
             s.check_audited(&response.head).await?;
+            s.commit()?;
             let v = Version::from(&found);
             s.print(
                 &Verified {
@@ -465,12 +590,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pinned = s.pinned(true).await?;
             let response = s.client()?.history(&label, most_recent).await.map_err(code_of_http)?;
             save_json(save.as_deref(), &response)?;
-            if response.label != label || response.most_recent != most_recent {
-                return Err(coded(3, anyhow!("the directory answered another question than asked")));
-            }
-            let versions = pinned.history_response(&response).map_err(code_of_response)?;
-            s.observe(&response.head)?;
+            let versions = pinned
+                .history_response(&label, most_recent, &response)
+                .map_err(code_of_response)?;
+            s.check(&response.head)?;
             s.check_audited(&response.head).await?;
+            s.commit()?;
             let versions: Vec<Version> = versions.iter().map(Version::from).collect();
             s.print(
                 &Verified {
@@ -492,8 +617,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pinned = s.pinned(true).await?;
             let head = s.client()?.latest_head().await.map_err(code_of_http)?;
             pinned.check_head(&head).map_err(code_of_response)?;
-            s.observe(&head)?;
+            s.check(&head)?;
             s.check_audited(&head).await?;
+            s.commit()?;
             s.print(&head, || head_line(&head))
         }
         Command::Monitor(args) => monitor(&mut s, args).await,
@@ -504,7 +630,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
             if value.get("most_recent").is_some() {
                 let response: HistoryResponse = serde_json::from_value(value).context("not a history response")?;
-                let versions = pinned.history_response(&response).map_err(code_of_response)?;
+                // A saved file holds its own question: what it proves is printed.
+                let versions = pinned
+                    .history_response(&response.label, response.most_recent, &response)
+                    .map_err(code_of_response)?;
                 let versions: Vec<Version> = versions.iter().map(Version::from).collect();
                 s.print(
                     &Verified {
@@ -516,7 +645,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             } else {
                 let response: LookupResponse = serde_json::from_value(value).context("not a lookup response")?;
-                let found = pinned.lookup_response(&response).map_err(code_of_response)?;
+                let found = pinned
+                    .lookup_response(&response.label, &response)
+                    .map_err(code_of_response)?;
                 let v = Version::from(&found);
                 s.print(
                     &Verified {
@@ -552,13 +683,19 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
     loop {
         let head = s.client()?.latest_head().await.map_err(code_of_http)?;
         pinned.check_head(&head).map_err(code_of_response)?;
-        s.observe(&head)?;
+        s.check(&head)?;
+        s.commit()?;
         let since = s.dir().monitored.get(&args.label).copied().unwrap_or(args.since);
         if head.head.epoch > since {
+            // The complete history, verified as such: every version from 1 on and no
+            // later one, so a key swapped in and back out between two polls shows.
             let response = s.client()?.history(&args.label, None).await.map_err(code_of_http)?;
-            let versions = pinned.history_response(&response).map_err(code_of_response)?;
-            s.observe(&response.head)?;
+            let versions = pinned
+                .history_response(&args.label, None, &response)
+                .map_err(code_of_response)?;
+            s.check(&response.head)?;
             s.check_audited(&response.head).await?;
+            s.commit()?;
             let unexpected: Vec<Version> = versions
                 .iter()
                 .filter(|v| v.epoch > since && v.value.0 != expected)
@@ -594,8 +731,8 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
                 ));
             }
             let at = response.head.head.epoch;
-            s.dir().monitored.insert(args.label.clone(), at);
-            s.state.save(&s.state_path).map_err(code_of_state)?;
+            s.pending.monitored.push((args.label.clone(), at));
+            s.commit()?;
             if !s.json {
                 println!("ok label={} verified through epoch {at}", args.label);
             }

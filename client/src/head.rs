@@ -219,21 +219,30 @@ impl TryFrom<SignedHeadJson> for SignedHead {
         let head = Head {
             namespace: j.namespace,
             epoch: j.epoch,
-            root: hex_array(&j.root, "root")?,
-            previous_root: hex_array(&j.previous_root, "previous_root")?,
-            vrf_key_hash: hex_array(&j.vrf_key_hash, "vrf_key_hash")?,
+            root: lower_hex_array(&j.root, "root")?,
+            previous_root: lower_hex_array(&j.previous_root, "previous_root")?,
+            vrf_key_hash: lower_hex_array(&j.vrf_key_hash, "vrf_key_hash")?,
             timestamp_ms: j.timestamp_ms,
         };
         // Reject what could never be signed (e.g. an over-long namespace) up front.
         head.message()?;
         Ok(SignedHead {
             head,
-            signature: hex_array(&j.signature, "signature")?,
+            signature: lower_hex_array(&j.signature, "signature")?,
         })
     }
 }
 
-/// Decodes exactly `N` bytes of hex.
+/// Decodes exactly `N` bytes of lowercase hex: the one form an honest directory sends,
+/// so that, as for proofs, an answer is accepted only as the directory writes it.
+pub fn lower_hex_array<const N: usize>(s: &str, field: &'static str) -> Result<[u8; N], HeadError> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(HeadError::Hex { field, len: N });
+    }
+    hex_array(s, field)
+}
+
+/// Decodes exactly `N` bytes of hex, either case (keys typed by people).
 pub fn hex_array<const N: usize>(s: &str, field: &'static str) -> Result<[u8; N], HeadError> {
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|_| HeadError::Hex { field, len: N })?;
@@ -313,6 +322,27 @@ mod tests {
         }
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
         assert!(signed.verify(&other).is_err());
+    }
+
+    /// The JSON form is accepted only as a directory writes it: lowercase hex.
+    #[test]
+    fn uppercase_hex_in_a_head_is_refused() {
+        let mut h = head();
+        (h.root, h.previous_root, h.vrf_key_hash) = ([0xab; 32], [0xcd; 32], [0xef; 32]);
+        let signed = h.sign(&SigningKey::from_bytes(&[9; 32])).expect("sign");
+        let json = serde_json::to_value(&signed).expect("json");
+        let back: SignedHead = serde_json::from_value(json.clone()).expect("lowercase parses");
+        assert_eq!(back, signed);
+        for field in ["root", "previous_root", "vrf_key_hash", "signature"] {
+            let mut upper = json.clone();
+            let v = upper[field].as_str().expect("hex").to_ascii_uppercase();
+            assert_ne!(Some(v.as_str()), json[field].as_str(), "{field} has letters");
+            upper[field] = serde_json::Value::String(v);
+            assert!(
+                serde_json::from_value::<SignedHead>(upper).is_err(),
+                "{field} in uppercase accepted"
+            );
+        }
     }
 
     #[test]

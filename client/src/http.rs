@@ -3,6 +3,7 @@
 
 use crate::head::SignedHead;
 use crate::wire::{ErrorBody, HistoryResponse, InfoResponse, LookupResponse};
+use std::path::Path;
 use std::time::Duration;
 
 /// Why a request to the directory failed.
@@ -16,6 +17,14 @@ pub enum HttpError {
         /// reqwest's reason.
         #[source]
         source: reqwest::Error,
+    },
+    /// The TLS connection failed: most often a certificate nobody here trusts.
+    #[error("TLS with {url} failed (for a private CA, pass --ca-file with its certificate): {reason}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// rustls's reason, with the error chain.
+        reason: String,
     },
     /// The label is not in the directory.
     #[error("not found: {0}")]
@@ -62,6 +71,18 @@ pub struct DirectoryClient {
     http: reqwest::Client,
 }
 
+/// Reads a PEM bundle of CA certificates, for clients that trust a private CA
+/// (`--ca-file`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("the CA file {} is not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("the CA file {} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// Percent-encodes a label for a path segment (everything but RFC 3986 unreserved).
 pub fn encode_label(label: &str) -> String {
     let mut out = String::with_capacity(label.len());
@@ -76,15 +97,27 @@ pub fn encode_label(label: &str) -> String {
 }
 
 impl DirectoryClient {
-    /// A client of the directory at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the directory at `base` (e.g. `https://kt.example.org`), trusting
+    /// the system's and the Mozilla (webpki) roots.
     pub fn new(base: &str, timeout: Duration) -> Result<DirectoryClient, HttpError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|source| HttpError::Transport {
-                url: base.to_owned(),
-                source,
-            })?;
+        DirectoryClient::with_roots(base, timeout, &[])
+    }
+
+    /// [`DirectoryClient::new`], also trusting `extra_roots` (a private CA). TLS is
+    /// rustls; there is no switch that turns certificate checks off.
+    pub fn with_roots(
+        base: &str,
+        timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<DirectoryClient, HttpError> {
+        let mut builder = reqwest::Client::builder().timeout(timeout).use_rustls_tls();
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build().map_err(|source| HttpError::Transport {
+            url: base.to_owned(),
+            source,
+        })?;
         Ok(DirectoryClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -95,9 +128,26 @@ impl DirectoryClient {
     /// `limit` bytes while they stream in (memory stays bounded by `limit`).
     async fn fetch(&self, path: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
         let url = format!("{}{path}", self.base);
-        let transport = |source| HttpError::Transport {
-            url: url.clone(),
-            source,
+        let transport = |source: reqwest::Error| {
+            // A certificate problem deserves its own message: rustls's reason is deep
+            // in the chain.
+            let mut chain = String::new();
+            let mut cause: Option<&dyn std::error::Error> = Some(&source);
+            while let Some(e) = cause {
+                chain.push_str(&format!(": {e}"));
+                cause = e.source();
+            }
+            let lower = chain.to_ascii_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+                return HttpError::Tls {
+                    url: url.clone(),
+                    reason: crate::wire::printable(chain.trim_start_matches(": "), 1000),
+                };
+            }
+            HttpError::Transport {
+                url: url.clone(),
+                source,
+            }
         };
         let mut response = self.http.get(&url).send().await.map_err(transport)?;
         let status = response.status();
@@ -116,9 +166,12 @@ impl DirectoryClient {
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
+            // The server's words, made safe to print: no escape sequences or bidi
+            // overrides reach a terminal, and at most 500 characters.
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(500).collect());
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            let message = crate::wire::printable(&message, 500);
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Err(HttpError::NotFound(message));
             }

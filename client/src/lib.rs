@@ -17,6 +17,8 @@ pub mod http;
 pub mod keyfile;
 #[cfg(feature = "cli")]
 pub mod run;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod state;
 pub mod verify;
 pub mod wire;

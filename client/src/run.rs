@@ -34,7 +34,9 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote servers: print them so that no byte of theirs can drive the
+            // terminal.
+            eprintln!("error: {}", crate::wire::printable(&format!("{e:#}"), 4000));
             ExitCode::from(code(&e).max(1))
         }
     }

@@ -3,8 +3,15 @@
 //! the last epoch each monitored label was verified at.
 //!
 //! A validly signed head with a lower epoch than the newest one seen is a **rollback**;
-//! two validly signed heads for one epoch with different roots are a **fork**, and the
-//! pair is kept as [`ForkEvidence`] that anyone can check with the directory's key.
+//! two validly signed heads for one epoch with different roots are a **fork**, and so
+//! are two signed heads of consecutive epochs whose link does not hold (the later one's
+//! `previous_root` is not the earlier one's root): the pair is kept as
+//! [`ForkEvidence`] that anyone can check with the directory's key. A head of a newer
+//! epoch signed at an earlier time than one already seen contradicts it too.
+//!
+//! Several `kt` processes may share one file: [`State::update`] applies a run's
+//! observations under an exclusive lock, to the file as it is then, and replaces it
+//! through a uniquely named, synced temporary file and a synced directory.
 
 use crate::head::SignedHead;
 use serde::{Deserialize, Serialize};
@@ -40,6 +47,17 @@ pub enum StateError {
     /// Two validly signed heads for one epoch with different roots.
     #[error("fork: two signed heads for epoch {} with different roots", .0.first.head.epoch)]
     Fork(Box<ForkEvidence>),
+    /// Two signed heads of which the newer epoch carries the older time.
+    #[error("time went backwards: epoch {} is signed at {} ms, after epoch {} at {} ms", .0.first.head.epoch, .0.first.head.timestamp_ms, .0.second.head.epoch, .0.second.head.timestamp_ms)]
+    TimeWentBack(Box<ForkEvidence>),
+    /// The namespace differs from the one pinned or learned before.
+    #[error("the directory's namespace changed: pinned {pinned:?}, now {got:?}")]
+    NamespaceChanged {
+        /// The namespace pinned before.
+        pinned: String,
+        /// The namespace offered now.
+        got: String,
+    },
     /// The VRF key differs from the one pinned or learned before.
     #[error("the directory's VRF key changed (it never can): pinned {pinned}, now {got}")]
     VrfKeyChanged {
@@ -64,6 +82,9 @@ pub struct DirectoryState {
     /// The VRF public key (hex), pinned or learned on first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrf_public_key: Option<String>,
+    /// The namespace, pinned or learned on first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Recent verified heads by epoch (the newest [`KEPT_HEADS`]).
     #[serde(default)]
     pub heads: BTreeMap<u64, SignedHead>,
@@ -79,16 +100,20 @@ impl DirectoryState {
     }
 
     /// Records a head whose signature was already verified, after checking it against
-    /// what was seen: refuses rollbacks and forks.
+    /// what was seen: refuses rollbacks, forks, broken links to a neighbouring epoch,
+    /// and a newer epoch signed earlier than an older one.
     pub fn observe(&mut self, head: &SignedHead) -> Result<(), StateError> {
         let epoch = head.head.epoch;
+        let evidence = |first: &SignedHead, second: &SignedHead| {
+            Box::new(ForkEvidence {
+                first: first.clone(),
+                second: second.clone(),
+            })
+        };
         if let Some(known) = self.heads.get(&epoch)
             && known.head.root != head.head.root
         {
-            return Err(StateError::Fork(Box::new(ForkEvidence {
-                first: known.clone(),
-                second: head.clone(),
-            })));
+            return Err(StateError::Fork(evidence(known, head)));
         }
         if let Some(latest) = self.latest()
             && epoch < latest.head.epoch
@@ -97,6 +122,24 @@ impl DirectoryState {
                 seen: latest.head.epoch,
                 got: epoch,
             });
+        }
+        // The links to the neighbouring epochs, both ways.
+        if let Some(before) = epoch.checked_sub(1).and_then(|e| self.heads.get(&e))
+            && head.head.previous_root != before.head.root
+        {
+            return Err(StateError::Fork(evidence(before, head)));
+        }
+        if let Some(after) = epoch.checked_add(1).and_then(|e| self.heads.get(&e))
+            && after.head.previous_root != head.head.root
+        {
+            return Err(StateError::Fork(evidence(head, after)));
+        }
+        // Time never runs backwards across epochs: an older epoch's head (any signature
+        // of it) is never signed after a newer one's.
+        if let Some((_, older)) = self.heads.range(..epoch).next_back()
+            && older.head.timestamp_ms > head.head.timestamp_ms
+        {
+            return Err(StateError::TimeWentBack(evidence(head, older)));
         }
         // Keep the freshest signature of an epoch (re-signed heads carry newer times).
         let fresher = self
@@ -110,6 +153,21 @@ impl DirectoryState {
             self.heads.pop_first();
         }
         Ok(())
+    }
+
+    /// Pins `namespace` on first use; afterwards it must never change.
+    pub fn pin_namespace(&mut self, namespace: &str) -> Result<(), StateError> {
+        match &self.namespace {
+            Some(pinned) if pinned != namespace => Err(StateError::NamespaceChanged {
+                pinned: pinned.clone(),
+                got: namespace.to_owned(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.namespace = Some(namespace.to_owned());
+                Ok(())
+            }
+        }
     }
 
     /// Pins `key` (hex) on first use; afterwards it must never change.
@@ -165,8 +223,44 @@ impl State {
         Ok(state)
     }
 
-    /// Writes `path` atomically (a synced temporary file renamed over it).
+    /// Writes `path` atomically: a uniquely named temporary file in the same directory,
+    /// synced, renamed over it, and the directory synced. Concurrent writers must hold
+    /// the lock of [`State::update`].
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let err = |reason: String| StateError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = path
+            .file_name()
+            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| std::fs::File::open(dir)?.sync_all());
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(|e| err(e.to_string()))
+    }
+
+    /// Applies `change` to the state file as it is now, under an exclusive lock (a
+    /// `.lock` file next to it), and saves the result: parallel runs sharing a file
+    /// each see the others' heads and lose none of them. Returns the state saved.
+    pub fn update(path: &Path, change: impl FnOnce(&mut State) -> Result<(), StateError>) -> Result<State, StateError> {
         let err = |reason: String| StateError::File {
             path: path.to_path_buf(),
             reason,
@@ -174,12 +268,20 @@ impl State {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let tmp = path.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
-        std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| err(e.to_string()))
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("opening the lock {}: {e}", lock_path.display())))?;
+        lock.lock()
+            .map_err(|e| err(format!("locking {}: {e}", lock_path.display())))?;
+        let mut state = State::load(path)?;
+        change(&mut state)?;
+        state.save(path)?;
+        drop(lock);
+        Ok(state)
     }
 
     /// The state of the directory with signing key `key` (hex).
@@ -194,12 +296,12 @@ mod tests {
     use crate::head::Head;
     use ed25519_dalek::SigningKey;
 
-    fn head(epoch: u64, root: u8, ts: u64) -> SignedHead {
+    fn linked(epoch: u64, root: u8, previous: u8, ts: u64) -> SignedHead {
         Head {
             namespace: "t".into(),
             epoch,
             root: [root; 32],
-            previous_root: [0; 32],
+            previous_root: [previous; 32],
             vrf_key_hash: [0; 32],
             timestamp_ms: ts,
         }
@@ -213,19 +315,19 @@ mod tests {
         let tmp = dir.path().join("state.json");
         let mut state = State::load(&tmp).expect("empty");
         let dir = state.directory("AB");
-        dir.observe(&head(5, 1, 10)).expect("first");
-        dir.observe(&head(5, 1, 20)).expect("same epoch re-signed");
-        dir.observe(&head(6, 2, 30)).expect("newer");
+        dir.observe(&linked(5, 1, 0, 10)).expect("first");
+        dir.observe(&linked(5, 1, 0, 20)).expect("same epoch re-signed");
+        dir.observe(&linked(6, 2, 1, 30)).expect("newer");
         state.save(&tmp).expect("save");
 
         let mut again = State::load(&tmp).expect("load");
         let dir = again.directory("ab");
         assert_eq!(dir.latest().map(|h| h.head.epoch), Some(6));
         assert!(matches!(
-            dir.observe(&head(5, 1, 40)),
+            dir.observe(&linked(5, 1, 0, 40)),
             Err(StateError::Rollback { seen: 6, got: 5 })
         ));
-        match dir.observe(&head(6, 9, 50)) {
+        match dir.observe(&linked(6, 9, 1, 50)) {
             Err(StateError::Fork(evidence)) => {
                 assert_eq!(evidence.first.head.root, [2; 32]);
                 assert_eq!(evidence.second.head.root, [9; 32]);
@@ -235,6 +337,67 @@ mod tests {
         dir.pin_vrf_key("aa").expect("learn");
         assert!(dir.pin_vrf_key("AA").is_ok());
         assert!(matches!(dir.pin_vrf_key("bb"), Err(StateError::VrfKeyChanged { .. })));
+    }
+
+    #[test]
+    fn a_broken_link_to_either_neighbour_is_a_fork_and_time_never_runs_back() {
+        let mut dir = DirectoryState::default();
+        dir.observe(&linked(4, 4, 3, 40)).expect("epoch 4");
+        // A forged epoch 5 that does not follow the real 4.
+        match dir.observe(&linked(5, 5, 9, 50)) {
+            Err(StateError::Fork(e)) => assert_eq!((e.first.head.epoch, e.second.head.epoch), (4, 5)),
+            other => panic!("expected a chain break, got {other:?}"),
+        }
+        // Seen the other way round (a real 6, then an older head) it is refused as a
+        // rollback before any link is looked at.
+        let mut dir = DirectoryState::default();
+        dir.observe(&linked(6, 6, 5, 60)).expect("epoch 6");
+        assert!(matches!(
+            dir.observe(&linked(5, 8, 4, 50)),
+            Err(StateError::Rollback { .. })
+        ));
+        let mut dir = DirectoryState::default();
+        dir.observe(&linked(4, 4, 3, 40)).expect("epoch 4");
+        dir.observe(&linked(5, 5, 4, 50)).expect("the real 5 follows it");
+        dir.observe(&linked(6, 6, 5, 60)).expect("and 6");
+        // Epoch 7 signed before epoch 6.
+        assert!(matches!(
+            dir.observe(&linked(7, 7, 6, 55)),
+            Err(StateError::TimeWentBack(_))
+        ));
+        dir.observe(&linked(7, 7, 6, 70)).expect("in order");
+    }
+
+    #[test]
+    fn parallel_updates_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..10u64 {
+                        State::update(path, |state| {
+                            state.directory("ab").monitored.insert(format!("label-{t}-{i}"), i);
+                            Ok(())
+                        })
+                        .expect("update");
+                    }
+                });
+            }
+        });
+        let state = State::load(&path).expect("load");
+        assert_eq!(
+            state.directories["ab"].monitored.len(),
+            80,
+            "every run's update is kept"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary files left behind");
     }
 
     #[test]

@@ -85,7 +85,14 @@ pub struct PinnedKeys {
     pub directory_key: ed25519_dalek::VerifyingKey,
     /// The directory's VRF public key; every head signs its blake3 hash.
     pub vrf_public_key: Vec<u8>,
+    /// The directory's namespace; every head signs it. A head of another namespace
+    /// signed with the same key (another log the operator runs) is refused.
+    pub namespace: String,
 }
+
+/// How far in the future a head's timestamp may be before it is refused: clocks
+/// disagree, by seconds on servers and by minutes on phones.
+pub const DEFAULT_MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 
 /// Why a response from the directory did not verify.
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +106,43 @@ pub enum ResponseError {
         /// The head's epoch.
         epoch: u64,
     },
+    /// The head is of another namespace than the pinned one.
+    #[error("the head of epoch {epoch} is for namespace {got:?}, not the pinned {pinned:?}")]
+    Namespace {
+        /// The head's epoch.
+        epoch: u64,
+        /// The pinned namespace.
+        pinned: String,
+        /// The head's.
+        got: String,
+    },
+    /// The response answers another question than the one asked (another label's
+    /// genuine proof, or a history cut to fewer versions than asked).
+    #[error("the directory answered another question: asked {asked}, answered {answered}")]
+    OtherQuestion {
+        /// What was asked.
+        asked: String,
+        /// What the response says it answers.
+        answered: String,
+    },
     /// The proof could not be decoded.
     #[error(transparent)]
     Wire(#[from] WireError),
     /// akd's verifier rejected the proof.
     #[error(transparent)]
     Proof(#[from] VerifyError),
+    /// The head is dated in the future, beyond the allowed clock skew.
+    #[error(
+        "the head of epoch {epoch} is dated {ahead_ms} ms in the future, more than the allowed skew of {max_skew_ms} ms"
+    )]
+    Future {
+        /// The head's epoch.
+        epoch: u64,
+        /// How far ahead of this clock.
+        ahead_ms: u64,
+        /// The limit.
+        max_skew_ms: u64,
+    },
     /// The head is older than the caller's maximum age: the directory may be serving a
     /// frozen view (or has stalled).
     #[error("the head of epoch {epoch} was signed {age_ms} ms ago, more than the allowed {max_ms} ms")]
@@ -119,8 +157,11 @@ pub enum ResponseError {
 }
 
 /// Refuses a head signed more than `max_ms` before `now_ms` (heads are re-signed every
-/// epoch interval even when nothing changes, so a fresh one always exists).
-pub fn check_age(head: &Head, now_ms: u64, max_ms: u64) -> Result<(), ResponseError> {
+/// epoch interval even when nothing changes, so a fresh one always exists), and a head
+/// dated more than `max_skew_ms` after `now_ms`: a directory that re-signs an old epoch
+/// far in the future would otherwise freeze a client's view past any maximum age.
+pub fn check_age(head: &Head, now_ms: u64, max_ms: u64, max_skew_ms: u64) -> Result<(), ResponseError> {
+    check_not_future(head, now_ms, max_skew_ms)?;
     let age_ms = now_ms.saturating_sub(head.timestamp_ms);
     if age_ms > max_ms {
         return Err(ResponseError::Stale {
@@ -132,34 +173,81 @@ pub fn check_age(head: &Head, now_ms: u64, max_ms: u64) -> Result<(), ResponseEr
     Ok(())
 }
 
+/// Refuses a head dated more than `max_skew_ms` after `now_ms`.
+pub fn check_not_future(head: &Head, now_ms: u64, max_skew_ms: u64) -> Result<(), ResponseError> {
+    let ahead_ms = head.timestamp_ms.saturating_sub(now_ms);
+    if ahead_ms > max_skew_ms {
+        return Err(ResponseError::Future {
+            epoch: head.epoch,
+            ahead_ms,
+            max_skew_ms,
+        });
+    }
+    Ok(())
+}
+
 impl PinnedKeys {
-    /// Checks a head's signature and VRF key hash.
+    /// Checks a head's signature, VRF key hash and namespace.
     pub fn check_head<'a>(&self, head: &'a SignedHead) -> Result<&'a Head, ResponseError> {
         let h = head.verify(&self.directory_key)?;
         if h.vrf_key_hash != vrf_key_hash(&self.vrf_public_key) {
             return Err(ResponseError::VrfKey { epoch: h.epoch });
         }
+        if h.namespace != self.namespace {
+            return Err(ResponseError::Namespace {
+                epoch: h.epoch,
+                pinned: self.namespace.clone(),
+                got: h.namespace.clone(),
+            });
+        }
         Ok(h)
     }
 
-    /// Verifies a lookup response: head, then proof at that head's epoch and root.
-    pub fn lookup_response(&self, response: &LookupResponse) -> Result<VerifyResult, ResponseError> {
+    /// Verifies the answer to a lookup of `label`: that it answers that question, its
+    /// head, then the proof at that head's epoch and root. The label is the caller's,
+    /// never the response's: a directory could otherwise answer with another label's
+    /// genuine proof.
+    pub fn lookup_response(&self, label: &str, response: &LookupResponse) -> Result<VerifyResult, ResponseError> {
+        if response.label != label {
+            return Err(ResponseError::OtherQuestion {
+                asked: format!("lookup of {label:?}"),
+                answered: format!("lookup of {:?}", response.label),
+            });
+        }
         let head = self.check_head(&response.head)?;
         let proof = decode_lookup_proof(&response.proof)?;
         Ok(lookup(
             &self.vrf_public_key,
             head.root,
             head.epoch,
-            AkdLabel::from(response.label.as_str()),
+            AkdLabel::from(label),
             proof,
         )?)
     }
 
-    /// Verifies a history response: head, then proof with the response's parameters.
-    pub fn history_response(&self, response: &HistoryResponse) -> Result<Vec<VerifyResult>, ResponseError> {
+    /// Verifies the answer to a history of `label` with `most_recent` (`None`: the
+    /// complete history): that it answers that question, its head, then the proof
+    /// with the parameters asked. A complete history proves every version from 1 on
+    /// and that no later one exists, so a key swapped in and back out shows.
+    pub fn history_response(
+        &self,
+        label: &str,
+        most_recent: Option<u64>,
+        response: &HistoryResponse,
+    ) -> Result<Vec<VerifyResult>, ResponseError> {
+        if response.label != label || response.most_recent != most_recent {
+            let describe = |l: &str, n: Option<u64>| match n {
+                Some(n) => format!("the {n} most recent versions of {l:?}"),
+                None => format!("the complete history of {l:?}"),
+            };
+            return Err(ResponseError::OtherQuestion {
+                asked: describe(label, most_recent),
+                answered: describe(&response.label, response.most_recent),
+            });
+        }
         let head = self.check_head(&response.head)?;
         let proof = decode_history_proof(&response.proof)?;
-        let params = match response.most_recent {
+        let params = match most_recent {
             Some(n) => HistoryParams::MostRecent(usize::try_from(n).unwrap_or(usize::MAX)),
             None => HistoryParams::Complete,
         };
@@ -167,7 +255,7 @@ impl PinnedKeys {
             &self.vrf_public_key,
             head.root,
             head.epoch,
-            AkdLabel::from(response.label.as_str()),
+            AkdLabel::from(label),
             proof,
             params,
         )?)

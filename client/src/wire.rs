@@ -218,7 +218,62 @@ pub fn check_label(label: &str, max: usize, at: &str) -> Result<(), String> {
     if label.chars().any(char::is_control) {
         return Err(format!("{at}: label contains control characters"));
     }
+    if let Some(c) = label.chars().find(|&c| is_format_char(c)) {
+        return Err(format!(
+            "{at}: label contains the invisible formatting character U+{:04X} (bidi overrides and the like can make one label look like another)",
+            u32::from(c)
+        ));
+    }
     Ok(())
+}
+
+/// Unicode's format characters (general category Cf): invisible, and some reorder or
+/// hide the text around them (U+202E RIGHT-TO-LEFT OVERRIDE turns `alice` + `ecila`
+/// tricks into what looks like another label).
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// `text` safe to print to a terminal: control and format characters (escape
+/// sequences, bidi overrides) written as `\u{..}` escapes, at most `max` characters
+/// (then `…`). For text that comes from a server.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || is_format_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl UpdatesRequest {

@@ -85,6 +85,7 @@ async fn fixture() -> Fixture {
         pinned: PinnedKeys {
             directory_key: key.verifying_key(),
             vrf_public_key: vrf,
+            namespace: "tamper".into(),
         },
         key,
         lookup_a: lookup("label-3").await,
@@ -110,7 +111,7 @@ async fn every_byte_of_a_lookup_proof_matters() {
     let f = fixture().await;
     let found = f
         .pinned
-        .lookup_response(&f.lookup_a)
+        .lookup_response("label-3", &f.lookup_a)
         .expect("the untouched response verifies");
     assert_eq!((found.version, found.epoch), (3, 3));
     let len = B64.decode(&f.lookup_a.proof).expect("b64").len();
@@ -119,7 +120,7 @@ async fn every_byte_of_a_lookup_proof_matters() {
             let mut bad = f.lookup_a.clone();
             bad.proof = with_proof_bytes(&bad.proof, |b| b[i] ^= mask);
             assert!(
-                f.pinned.lookup_response(&bad).is_err(),
+                f.pinned.lookup_response("label-3", &bad).is_err(),
                 "flipping byte {i} of {len} with {mask:#04x} still verifies"
             );
         }
@@ -127,31 +128,43 @@ async fn every_byte_of_a_lookup_proof_matters() {
     // Appended bytes (an unknown field) and truncation.
     let mut bad = f.lookup_a.clone();
     bad.proof = with_proof_bytes(&bad.proof, |b| b.extend_from_slice(&[0xa8, 0x1f, 0x01]));
-    assert!(f.pinned.lookup_response(&bad).is_err(), "unknown field accepted");
+    assert!(
+        f.pinned.lookup_response("label-3", &bad).is_err(),
+        "unknown field accepted"
+    );
     for cut in [1, len / 2, len - 1] {
         let mut bad = f.lookup_a.clone();
         bad.proof = with_proof_bytes(&bad.proof, |b| b.truncate(cut));
-        assert!(f.pinned.lookup_response(&bad).is_err(), "truncated to {cut}");
+        assert!(f.pinned.lookup_response("label-3", &bad).is_err(), "truncated to {cut}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_byte_of_a_history_proof_matters() {
     let f = fixture().await;
-    assert_eq!(f.pinned.history_response(&f.history_a).expect("verifies").len(), 3);
+    assert_eq!(
+        f.pinned
+            .history_response("label-3", None, &f.history_a)
+            .expect("verifies")
+            .len(),
+        3
+    );
     let len = B64.decode(&f.history_a.proof).expect("b64").len();
     for i in 0..len {
         let mut bad = f.history_a.clone();
         bad.proof = with_proof_bytes(&bad.proof, |b| b[i] ^= 0x01);
         assert!(
-            f.pinned.history_response(&bad).is_err(),
+            f.pinned.history_response("label-3", None, &bad).is_err(),
             "flipping byte {i} of {len} still verifies"
         );
     }
     let mut fewer = f.history_a.clone();
     fewer.most_recent = Some(1);
     assert!(
-        f.pinned.history_response(&fewer).is_err(),
+        matches!(
+            f.pinned.history_response("label-3", None, &fewer),
+            Err(ResponseError::OtherQuestion { .. })
+        ),
         "other history parameters accepted"
     );
 }
@@ -163,12 +176,17 @@ async fn swapped_labels_heads_keys_and_epochs_are_refused() {
     let mut swapped = f.lookup_a.clone();
     swapped.proof = f.lookup_b.proof.clone();
     assert!(matches!(
-        f.pinned.lookup_response(&swapped),
+        f.pinned.lookup_response("label-3", &swapped),
         Err(ResponseError::Proof(_))
+    ));
+    // Another label's genuine answer, as it stands, for this label's question.
+    assert!(matches!(
+        f.pinned.lookup_response("label-3", &f.lookup_b),
+        Err(ResponseError::OtherQuestion { .. })
     ));
     let mut renamed = f.lookup_b.clone();
     renamed.label = f.lookup_a.label.clone();
-    assert!(f.pinned.lookup_response(&renamed).is_err());
+    assert!(f.pinned.lookup_response("label-3", &renamed).is_err());
 
     // Heads: every field changed by someone without the directory's key.
     let edits: [&dyn Fn(&mut Head); 6] = [
@@ -182,7 +200,7 @@ async fn swapped_labels_heads_keys_and_epochs_are_refused() {
     for edit in edits {
         let mut bad = f.lookup_a.clone();
         edit(&mut bad.head.head);
-        assert!(f.pinned.lookup_response(&bad).is_err());
+        assert!(f.pinned.lookup_response("label-3", &bad).is_err());
     }
     // Even re-signed by the directory itself, the proof must match the head's root and
     // be possible at its epoch. (A head for a later epoch with the same root is not
@@ -193,16 +211,27 @@ async fn swapped_labels_heads_keys_and_epochs_are_refused() {
         edit(&mut h);
         h.sign(&f.key).expect("sign")
     };
+    // A head of another namespace, signed with the same key (another log of the
+    // operator's): refused for the namespace, whatever the proof.
+    let mut other_log = f.lookup_a.clone();
+    other_log.head = resign(&|h| h.namespace = "another-log".into());
+    assert!(matches!(
+        f.pinned.lookup_response("label-3", &other_log),
+        Err(ResponseError::Namespace { .. })
+    ));
     let edits: [&dyn Fn(&mut Head); 2] = [&|h| h.root[7] ^= 1, &|h| h.epoch -= 1];
     for edit in edits {
         let mut bad = f.lookup_a.clone();
         bad.head = resign(edit);
-        assert!(matches!(f.pinned.lookup_response(&bad), Err(ResponseError::Proof(_))));
+        assert!(matches!(
+            f.pinned.lookup_response("label-3", &bad),
+            Err(ResponseError::Proof(_))
+        ));
     }
     let mut unsigned = f.lookup_a.clone();
     unsigned.head.head.timestamp_ms += 1;
     assert!(matches!(
-        f.pinned.lookup_response(&unsigned),
+        f.pinned.lookup_response("label-3", &unsigned),
         Err(ResponseError::Head(_))
     ));
     let mut foreign = f.lookup_a.clone();
@@ -214,19 +243,19 @@ async fn swapped_labels_heads_keys_and_epochs_are_refused() {
         .sign(&SigningKey::from_bytes(&[7; 32]))
         .expect("sign");
     assert!(matches!(
-        f.pinned.lookup_response(&foreign),
+        f.pinned.lookup_response("label-3", &foreign),
         Err(ResponseError::Head(_))
     ));
     let mut replayed = f.lookup_a.clone();
     replayed.head = f.previous_head.clone();
     assert!(
-        f.pinned.lookup_response(&replayed).is_err(),
+        f.pinned.lookup_response("label-3", &replayed).is_err(),
         "a proof of epoch 3 against head 2"
     );
     let mut other_vrf = f.pinned.clone();
     other_vrf.vrf_public_key[0] ^= 1;
     assert!(matches!(
-        other_vrf.lookup_response(&f.lookup_a),
+        other_vrf.lookup_response("label-3", &f.lookup_a),
         Err(ResponseError::VrfKey { .. })
     ));
 }
@@ -257,7 +286,7 @@ async fn the_field_akd_ignores_is_checked_by_us() {
     let mut bad = f.lookup_a.clone();
     bad.proof = B64.encode(&tampered);
     assert!(matches!(
-        f.pinned.lookup_response(&bad),
+        f.pinned.lookup_response("label-3", &bad),
         Err(ResponseError::Wire(WireError::IgnoredField { .. }))
     ));
 }

@@ -87,11 +87,27 @@ struct ServeArgs {
     /// How long an entry of the publisher's akd record cache lives, seconds [default: 3600].
     #[arg(long, env = "KT_AKD_CACHE_SECS")]
     akd_cache_secs: Option<u64>,
-    /// An auditor of this directory (base URL; repeatable, or KT_AUDITORS=a,b). Before
-    /// publishing, `serve` refuses to start if an auditor has verified a later epoch or
-    /// another root than this data directory holds: a restored backup would fork.
+    /// An auditor of this directory, as URL=KEY (its co-signing key, hex, pinned out of
+    /// band; repeatable, or KT_AUDITORS=URL=KEY,URL=KEY). Before publishing, `serve`
+    /// refuses to start if an auditor's co-signed head shows a later epoch or another
+    /// root than this data directory holds: a restored backup would fork.
     #[arg(long = "auditor", env = "KT_AUDITORS", value_delimiter = ',')]
     auditors: Vec<String>,
+    /// Start even if an auditor has verified nothing yet (only for a new auditor: a
+    /// `404` is otherwise refused, since anyone on the path can send one).
+    #[arg(long)]
+    allow_fresh_auditor: bool,
+    /// Oldest an auditor's newest co-signature may be at start-up, seconds [default:
+    /// 3600]. Raise it to restart after a longer outage.
+    #[arg(long, env = "KT_AUDITOR_MAX_AGE")]
+    auditor_max_age: Option<u64>,
+    /// Serve HTTPS: the certificate chain, PEM (with --tls-key). Without it, plain HTTP
+    /// (behind a TLS proxy, or on loopback).
+    #[arg(long, env = "KT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: the private key, PEM (with --tls-cert).
+    #[arg(long, env = "KT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// File holding a token that every read request must present as
     /// `Authorization: Bearer` (default: reads are public).
     #[arg(long, env = "KT_READ_TOKEN_FILE")]
@@ -220,6 +236,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         storage: args.storage,
         mysql_url: args.mysql_url,
         verify_proofs: args.verify_proofs.then_some(true),
+        allow_fresh_auditor: args.allow_fresh_auditor.then_some(true),
+        auditor_max_age_secs: args.auditor_max_age,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let config = ServeConfig::resolve(over, file)?;
     let data = DataDir::new(args.data_dir);

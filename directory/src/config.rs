@@ -44,6 +44,10 @@ pub struct FileConfig {
     pub auditors: Option<Vec<String>>,
     /// Most requests handled at once (beyond: 503).
     pub max_concurrent_requests: Option<usize>,
+    /// Most audit blob downloads at once.
+    pub max_blob_readers: Option<usize>,
+    /// Longest time one audit blob download may take, seconds.
+    pub blob_send_timeout_secs: Option<u64>,
     /// Read requests per second per client address (absent or 0: unlimited).
     pub read_rate_per_sec: Option<u32>,
     /// Burst allowed above the read rate [default: the rate].
@@ -59,6 +63,14 @@ pub struct FileConfig {
     pub replica_poll_ms: Option<u64>,
     /// Verify every lookup and history proof before serving it.
     pub verify_proofs: Option<bool>,
+    /// Start even if an auditor has verified nothing yet (a new auditor).
+    pub allow_fresh_auditor: Option<bool>,
+    /// Oldest an auditor's newest co-signature may be at start-up, seconds.
+    pub auditor_max_age_secs: Option<u64>,
+    /// HTTPS: the certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key (PEM), with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 pub use kt_client::configfile::ConfigError;
@@ -106,6 +118,16 @@ pub struct ServeConfig {
     pub replica_poll: Duration,
     /// Verify every lookup and history proof before serving it.
     pub verify_proofs: bool,
+    /// Start even if an auditor answers that it has verified nothing (`404`): only for
+    /// an auditor that is new. Otherwise a `404`, which anyone on the path can forge,
+    /// fails the start.
+    pub allow_fresh_auditor: bool,
+    /// Oldest an auditor's newest co-signature may be at start-up: an older one may be
+    /// a replay of what the auditor said before this data directory fell behind.
+    pub auditor_max_age: Duration,
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP, for a TLS proxy
+    /// in front or loopback).
+    pub tls: Option<kt_client::serve::TlsFiles>,
 }
 
 /// Settings given as flags or environment variables (`None`: not given).
@@ -137,6 +159,14 @@ pub struct Overrides {
     pub mysql_url: Option<String>,
     /// `--verify-proofs` (`true` when given).
     pub verify_proofs: Option<bool>,
+    /// `--allow-fresh-auditor` (`true` when given).
+    pub allow_fresh_auditor: Option<bool>,
+    /// `--auditor-max-age` / `KT_AUDITOR_MAX_AGE`.
+    pub auditor_max_age_secs: Option<u64>,
+    /// `--tls-cert` / `KT_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `KT_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -162,7 +192,16 @@ impl ServeConfig {
             max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
             request_timeout: file.request_timeout_secs.map_or(d.request_timeout, Duration::from_secs),
             max_concurrent_requests: file.max_concurrent_requests.unwrap_or(d.max_concurrent_requests),
+            max_blob_readers: file.max_blob_readers.unwrap_or(d.max_blob_readers),
+            blob_send_timeout: file
+                .blob_send_timeout_secs
+                .map_or(d.blob_send_timeout, Duration::from_secs),
         };
+        if limits.max_blob_readers == 0 || limits.blob_send_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "max_blob_readers and blob_send_timeout_secs must be at least 1".into(),
+            ));
+        }
         if limits.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid(
                 "max_concurrent_requests must be at least 1".into(),
@@ -236,6 +275,15 @@ impl ServeConfig {
             akd_cache,
             replica_poll: Duration::from_millis(poll_ms),
             verify_proofs: over.verify_proofs.or(file.verify_proofs).unwrap_or(false),
+            allow_fresh_auditor: over.allow_fresh_auditor.or(file.allow_fresh_auditor).unwrap_or(false),
+            tls: kt_client::serve::TlsFiles::from_flags(over.tls_cert.or(file.tls_cert), over.tls_key.or(file.tls_key))
+                .map_err(ConfigError::Invalid)?,
+            auditor_max_age: Duration::from_secs(
+                over.auditor_max_age_secs
+                    .or(file.auditor_max_age_secs)
+                    .unwrap_or(3600)
+                    .max(1),
+            ),
             listen: over
                 .listen
                 .or(file.listen)

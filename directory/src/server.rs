@@ -34,7 +34,13 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     let (publisher, shared) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
-    crate::witness::check(&config.auditors, &shared, std::time::Duration::from_secs(30)).await?;
+    let witness = crate::witness::WitnessConfig {
+        auditors: crate::witness::parse_auditors(&config.auditors)?,
+        allow_fresh: config.allow_fresh_auditor,
+        max_age: config.auditor_max_age,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    crate::witness::check(&witness, &shared).await?;
 
     let (stop, stopped) = watch::channel(false);
     // The publisher runs on its own runtime and threads. akd's publish is minutes of
@@ -176,18 +182,19 @@ async fn http(
         epoch_interval_secs: config.epoch_interval.as_secs(),
         read_guard,
         verify_proofs: config.verify_proofs,
+        blobs: crate::http::BlobServer::new(config.limits.max_blob_readers, config.limits.blob_send_timeout),
     };
+    let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Scripts and tests read the bound address (the port may be 0) from this line.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, role, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(kt_client::run::shutdown_signal())
+    tracing::info!(%addr, role, scheme, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
+    kt_client::serve::serve(listener, router(state), tls, kt_client::run::shutdown_signal())
         .await
         .context("HTTP server")
 }

@@ -55,6 +55,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
     let pinned = PinnedKeys {
         directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key).context("directory key")?,
         vrf_public_key: hex::decode(&info.vrf_public_key).context("VRF key in /v1/info")?,
+        namespace: info.namespace.clone(),
     };
     println!("directory namespace={} epoch={}", info.namespace, info.latest_epoch);
     let mut last_batch = Vec::new();
@@ -108,7 +109,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
     };
     let label = String::from_utf8_lossy(&label.0).into_owned();
     let lookup = reader.lookup(&label).await?;
-    let found = pinned.lookup_response(&lookup)?;
+    let found = pinned.lookup_response(&label, &lookup)?;
     if found.value.0 != value.0 {
         bail!("lookup of {label} verified but shows another value than the one sent");
     }
@@ -117,7 +118,7 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
         found.version, lookup.head.head.epoch
     );
     let history = reader.history(&label, None).await?;
-    let versions = pinned.history_response(&history)?;
+    let versions = pinned.history_response(&label, None, &history)?;
     println!(
         "verified history label={label} versions={} epoch={}",
         versions.len(),

@@ -1,9 +1,15 @@
 //! Refusing to fork after a restore. A data directory restored from an older backup
 //! would publish a second, different head for an epoch it already signed: a fork that
 //! every client and auditor would (rightly) treat as an attack. Before publishing, the
-//! directory asks the auditors that co-sign it (`serve --auditor URL`) for the newest
-//! head they verified, and refuses to start if that is ahead of its own data or
+//! directory asks the auditors that co-sign it (`serve --auditor URL=KEY`) for the
+//! newest head they verified, and refuses to start if that is ahead of its own data or
 //! disagrees with the head it stored for that epoch.
+//!
+//! Only what an auditor signed counts: its co-signature is checked with the key the
+//! operator pinned, and must be recent (`auditor_max_age`), since an old one may be a
+//! replay from before this data directory fell behind. A `404` ("verified nothing
+//! yet") is refused unless the operator says the auditor is new
+//! (`--allow-fresh-auditor`): anyone on the path can answer `404`.
 
 use crate::publisher::{Shared, stored_head};
 use kt_client::auditor::CoSignedHead;
@@ -46,6 +52,38 @@ pub enum WitnessError {
     /// The auditor's newest head is not signed by this directory's key.
     #[error("the auditor at {0} follows another directory (its head is not signed by this directory's key)")]
     Foreign(String),
+    /// An `--auditor` without its pinned key.
+    #[error("--auditor {0:?}: give it as URL=KEY, the auditor's co-signing key (hex) pinned out of band")]
+    Unpinned(String),
+    /// The answer is not co-signed by the pinned key (or not for the head it carries).
+    #[error("the auditor at {auditor} answered with a co-signature that does not verify with its pinned key: {reason}")]
+    BadCoSignature {
+        /// The auditor.
+        auditor: String,
+        /// Why.
+        reason: String,
+    },
+    /// The auditor's newest co-signature is older than allowed.
+    #[error(
+        "the auditor at {auditor} last co-signed {age_secs} s ago, more than the allowed {max_secs} s: it may be a \
+         replay from before this data directory fell behind. If the directory has been down that long, start with \
+         --auditor-max-age {age_secs}"
+    )]
+    Stale {
+        /// The auditor.
+        auditor: String,
+        /// Age of its newest co-signature.
+        age_secs: u64,
+        /// The limit.
+        max_secs: u64,
+    },
+    /// The auditor answered that it verified nothing, and the operator did not say it
+    /// is new.
+    #[error(
+        "the auditor at {0} answers that it has verified nothing yet. Anyone on the path can send that answer; \
+         if the auditor is new, start with --allow-fresh-auditor"
+    )]
+    NothingVerified(String),
     /// The auditor could not be asked: without its answer, starting could fork.
     #[error("cannot confirm with the auditor at {auditor} that this data directory is current: {reason}")]
     Unreachable {
@@ -59,26 +97,75 @@ pub enum WitnessError {
     Storage(String),
 }
 
-/// Checks this directory's newest head against each auditor's newest verified head.
-pub async fn check(auditors: &[String], shared: &Shared, timeout: Duration) -> Result<(), WitnessError> {
+/// How the start-up check runs.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// Each auditor's URL and pinned co-signing key.
+    pub auditors: Vec<(String, ed25519_dalek::VerifyingKey)>,
+    /// Accept a `404` (an auditor that has verified nothing yet).
+    pub allow_fresh: bool,
+    /// Oldest a co-signature may be.
+    pub max_age: Duration,
+    /// Timeout of each request.
+    pub timeout: Duration,
+}
+
+/// Parses `URL=KEY` specs (`KEY`: 64 hex digits).
+pub fn parse_auditors(specs: &[String]) -> Result<Vec<(String, ed25519_dalek::VerifyingKey)>, WitnessError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (url, key) = spec
+                .rsplit_once('=')
+                .ok_or_else(|| WitnessError::Unpinned(spec.clone()))?;
+            let bytes: [u8; 32] =
+                kt_client::head::hex_array(key, "auditor key").map_err(|_| WitnessError::Unpinned(spec.clone()))?;
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| WitnessError::Unpinned(spec.clone()))?;
+            Ok((url.to_owned(), key))
+        })
+        .collect()
+}
+
+/// Checks this directory's newest head against each auditor's newest co-signed head.
+pub async fn check(config: &WitnessConfig, shared: &Shared) -> Result<(), WitnessError> {
     let ours = shared.views.borrow().head.clone();
-    for url in auditors {
+    for (url, key) in &config.auditors {
         let unreachable = |reason: String| WitnessError::Unreachable {
             auditor: url.clone(),
             reason,
         };
-        let client = DirectoryClient::new(url, timeout).map_err(|e| unreachable(e.to_string()))?;
+        let client = DirectoryClient::new(url, config.timeout).map_err(|e| unreachable(e.to_string()))?;
         let theirs: CoSignedHead = match client.get_json("/v1/heads/latest").await {
             Ok(h) => h,
-            // The auditor has verified nothing yet: nothing to contradict.
-            Err(HttpError::NotFound(_)) => continue,
+            Err(HttpError::NotFound(_)) if config.allow_fresh => {
+                tracing::warn!(auditor = %url, "the auditor has verified nothing yet; starting as allowed (--allow-fresh-auditor)");
+                continue;
+            }
+            Err(HttpError::NotFound(_)) => return Err(WitnessError::NothingVerified(url.clone())),
             Err(e) => return Err(unreachable(e.to_string())),
         };
-        let head = theirs.directory_head;
+        let head = &theirs.directory_head;
         if head.verify(&shared.signing_key).is_err() {
             return Err(WitnessError::Foreign(url.clone()));
         }
-        compare(url, &head, &ours, shared).await?;
+        theirs
+            .cosignature
+            .verify_for(key, head)
+            .map_err(|e| WitnessError::BadCoSignature {
+                auditor: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let age_ms = kt_client::head::unix_ms().saturating_sub(theirs.cosignature.attestation.timestamp_ms);
+        let max_ms = u64::try_from(config.max_age.as_millis()).unwrap_or(u64::MAX);
+        if age_ms > max_ms {
+            return Err(WitnessError::Stale {
+                auditor: url.clone(),
+                age_secs: age_ms / 1000,
+                max_secs: max_ms / 1000,
+            });
+        }
+        compare(url, head, &ours, shared).await?;
         tracing::info!(auditor = %url, their_epoch = head.head.epoch, our_epoch = ours.head.epoch, "auditor confirms this data directory is current");
     }
     Ok(())

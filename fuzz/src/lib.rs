@@ -43,6 +43,8 @@ fn fixed() -> &'static Fixed {
             pinned: PinnedKeys {
                 directory_key: key(&keys.directory_key),
                 vrf_public_key: hex::decode(&keys.vrf_public_key).expect("hex"),
+                // The corpus comes from one directory: its heads share the blob head's.
+                namespace: keys.blob_head.head.namespace.clone(),
             },
             auditor: key(&keys.auditor_key),
             blob_head: keys.blob_head,
@@ -71,14 +73,16 @@ pub fn signed_head(data: &[u8]) {
 /// A directory's lookup answer, as a client verifies it.
 pub fn lookup_response(data: &[u8]) {
     if let Ok(response) = serde_json::from_slice::<LookupResponse>(data) {
-        let _ = fixed().pinned.lookup_response(&response);
+        let _ = fixed().pinned.lookup_response(&response.label, &response);
     }
 }
 
 /// A directory's history answer, as a client verifies it.
 pub fn history_response(data: &[u8]) {
     if let Ok(response) = serde_json::from_slice::<HistoryResponse>(data) {
-        let _ = fixed().pinned.history_response(&response);
+        let _ = fixed()
+            .pinned
+            .history_response(&response.label, response.most_recent, &response);
     }
 }
 
@@ -129,6 +133,57 @@ pub fn update_request(data: &[u8]) {
     }
 }
 
+/// `kt`'s state file, as `State::load` parses it; then every directory's heads are
+/// observed again, in epoch order, into a fresh state, so that the chain, fork and
+/// clock checks run over whatever the file holds. In epoch order nothing is a rollback;
+/// a fork is a broken link between neighbours; time going back names an older epoch.
+pub fn client_state(data: &[u8]) {
+    use kt_client::state::{DirectoryState, State, StateError};
+    let Ok(state) = serde_json::from_slice::<State>(data) else {
+        return;
+    };
+    let again: State = serde_json::from_slice(&serde_json::to_vec(&state).expect("encode")).expect("round trip");
+    assert_eq!(again, state, "the state file round-trips");
+    for directory in state.directories.values() {
+        let mut fresh = DirectoryState::default();
+        let mut accepted = true;
+        for head in directory.heads.values() {
+            match fresh.observe(head) {
+                Ok(()) => assert!(fresh.heads.contains_key(&head.head.epoch)),
+                Err(StateError::Fork(e)) => {
+                    assert_eq!(
+                        e.first.head.epoch.abs_diff(e.second.head.epoch),
+                        1,
+                        "a link fork is between neighbours"
+                    );
+                    accepted = false;
+                }
+                Err(StateError::TimeWentBack(e)) => {
+                    assert!(
+                        e.first.head.epoch > e.second.head.epoch,
+                        "time went back from a newer epoch"
+                    );
+                    accepted = false;
+                }
+                Err(e) => panic!("heads observed in epoch order gave {e:?}"),
+            }
+        }
+        if accepted && let Some(latest) = fresh.latest().cloned() {
+            fresh
+                .observe(&latest)
+                .expect("observing the newest head again changes nothing");
+        }
+        if let Some(namespace) = &directory.namespace {
+            fresh.pin_namespace(namespace).expect("first pin");
+            fresh.pin_namespace(namespace).expect("same pin");
+        }
+        if let Some(key) = &directory.vrf_public_key {
+            fresh.pin_vrf_key(key).expect("first pin");
+            fresh.pin_vrf_key(key).expect("same pin");
+        }
+    }
+}
+
 /// The seeds must take the success paths, or the fuzzer starts in the wrong place:
 /// every seed response verifies with the corpus keys, the blob verifies against its
 /// head, the real fork is one and the other claim is not. Returns what failed.
@@ -153,7 +208,7 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
     for (path, data) in read("lookup_response") {
         let ok = serde_json::from_slice::<LookupResponse>(&data)
             .ok()
-            .is_some_and(|r| f.pinned.lookup_response(&r).is_ok());
+            .is_some_and(|r| f.pinned.lookup_response(&r.label, &r).is_ok());
         if !ok {
             failed.push(path);
         }
@@ -161,7 +216,7 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
     for (path, data) in read("history_response") {
         let ok = serde_json::from_slice::<HistoryResponse>(&data)
             .ok()
-            .is_some_and(|r| f.pinned.history_response(&r).is_ok());
+            .is_some_and(|r| f.pinned.history_response(&r.label, r.most_recent, &r).is_ok());
         if !ok {
             failed.push(path);
         }
@@ -197,6 +252,19 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
             .ok()
             .is_some_and(|c| kt_auditor::verify::check_fork(&identity, &c).is_ok());
         if is_fork != path.ends_with("real_fork.json") {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("client_state") {
+        let replayed = serde_json::from_slice::<kt_client::state::State>(&data)
+            .ok()
+            .map(|state| {
+                state.directories.values().all(|d| {
+                    let mut fresh = kt_client::state::DirectoryState::default();
+                    d.heads.values().all(|h| fresh.observe(h).is_ok())
+                })
+            });
+        if replayed != Some(!path.ends_with("forked_chain.json")) {
             failed.push(path);
         }
     }
@@ -273,4 +341,5 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("fork_evidence", fork_evidence),
     ("update_request", update_request),
     ("storage_record", storage_record),
+    ("client_state", client_state),
 ];

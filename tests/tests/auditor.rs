@@ -259,8 +259,13 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
 /// How the proxy lies.
 #[derive(Debug, Clone, Copy)]
 enum Lie {
-    /// Flip one byte in the middle of the proof of this epoch.
+    /// Flip one byte in the middle of the proof of this epoch, on every fetch (the
+    /// directory serves a proof that does not verify for a head it signed).
     FlipProofByte(u64),
+    /// The same, on the first fetch only (a proof damaged on its way once).
+    FlipProofByteOnce(u64),
+    /// Re-sign this epoch's head with the directory's key, dated ten years ahead.
+    FutureHead(u64),
     /// Change the root of this epoch's head (the signature no longer matches).
     ForgeHead(u64),
     /// Pass everything through unchanged.
@@ -279,6 +284,10 @@ struct Proxy {
     /// Switchable while the auditor runs.
     lie: std::sync::Arc<std::sync::Mutex<Lie>>,
     http: reqwest::Client,
+    /// The directory's signing key, for lies the directory itself tells.
+    key: Option<ed25519_dalek::SigningKey>,
+    /// Blobs already served once (for `FlipProofByteOnce`).
+    served: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 impl Proxy {
@@ -319,12 +328,15 @@ async fn fetch(p: &Proxy, path: &str) -> Result<Vec<u8>, Response> {
 }
 
 fn forge(p: &Proxy, body: Vec<u8>) -> Vec<u8> {
-    let Lie::ForgeHead(target) = p.lie() else {
-        return body;
-    };
     let mut head: SignedHead = serde_json::from_slice(&body).expect("directory head");
-    if head.head.epoch == target {
-        head.head.root[0] ^= 0x80;
+    match p.lie() {
+        Lie::ForgeHead(target) if head.head.epoch == target => head.head.root[0] ^= 0x80,
+        Lie::FutureHead(target) if head.head.epoch == target => {
+            let mut h = head.head.clone();
+            h.timestamp_ms += 10 * 365 * 24 * 3600 * 1000;
+            head = h.sign(p.key.as_ref().expect("the directory's key")).expect("sign");
+        }
+        _ => return body,
     }
     serde_json::to_vec(&head).expect("json")
 }
@@ -339,7 +351,14 @@ async fn head(State(p): State<Proxy>, AxPath(which): AxPath<String>) -> Response
 async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, String, String)>) -> Response {
     match fetch(&p, &format!("/{e}/{prev}/{cur}")).await {
         Ok(mut body) => {
-            if matches!(p.lie(), Lie::FlipProofByte(t) if t == e) {
+            let first = p.served.lock().expect("lock").insert(e);
+            let flip = match p.lie() {
+                Lie::FlipProofByte(t) => t == e,
+                Lie::FlipProofByteOnce(t) => t == e && first,
+                _ => false,
+            };
+            if flip {
+                // The middle of a proof is inside a hash: it still decodes.
                 let mid = body.len() / 2;
                 body[mid] ^= 0x01;
             }
@@ -350,17 +369,27 @@ async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, Strin
 }
 
 /// A lying directory: the real one behind a proxy that tampers with one thing.
-async fn lying_proxy(upstream: &str, lie: Lie) -> String {
-    switchable_proxy(upstream, lie).await.0
+async fn lying_proxy(upstream: &str, lie: Lie, key: Option<ed25519_dalek::SigningKey>) -> String {
+    switchable_proxy_with_key(upstream, lie, key).await.0
 }
 
 /// [`lying_proxy`] whose lie can be changed while it runs.
 async fn switchable_proxy(upstream: &str, lie: Lie) -> (String, std::sync::Arc<std::sync::Mutex<Lie>>) {
+    switchable_proxy_with_key(upstream, lie, None).await
+}
+
+async fn switchable_proxy_with_key(
+    upstream: &str,
+    lie: Lie,
+    key: Option<ed25519_dalek::SigningKey>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Lie>>) {
     let lie = std::sync::Arc::new(std::sync::Mutex::new(lie));
     let state = Proxy {
         upstream: upstream.to_owned(),
         lie: lie.clone(),
         http: reqwest::Client::new(),
+        key,
+        served: Default::default(),
     };
     let app = Router::new()
         .route("/v1/heads/{which}", get(head))
@@ -376,15 +405,18 @@ async fn switchable_proxy(upstream: &str, lie: Lie) -> (String, std::sync::Arc<s
 async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignatures() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = init(&tmp.path().join("directory"), "e2e.evil");
+    let signing = kt_directory::DataDir::new(&d.data_dir).load().expect("keys").signing;
     let server = Server::start(&d.data_dir, &["--epoch-interval", "3600"]);
     let directory = Api::new(&server.url, &d.token);
     directory.publish_epochs(3, 150, "x").await;
 
+    // What the directory signed and contradicts: a proof for its own head that does not
+    // verify, fetched twice; a head dated ten years ahead.
     for (name, lie, kind) in [
         ("flip", Lie::FlipProofByte(2), EvidenceKind::InvalidProof),
-        ("forge", Lie::ForgeHead(2), EvidenceKind::BadSignature),
+        ("future", Lie::FutureHead(2), EvidenceKind::FutureHead),
     ] {
-        let proxy = lying_proxy(&server.url, lie).await;
+        let proxy = lying_proxy(&server.url, lie, Some(signing.clone())).await;
         let adir = tmp.path().join(name);
         init_auditor(&adir);
         let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
@@ -403,6 +435,10 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
         assert_eq!(auditor.get_raw("/v1/heads/2").await.0, 404, "{name}: never co-signed");
         assert_eq!(auditor.get_raw("/v1/heads/3").await.0, 404);
         assert_eq!(auditor.get_raw("/healthz").await.0, 503);
+        // The evidence holds what the directory signed: anyone can re-check it.
+        d.pinned
+            .check_head(&ev.heads[0])
+            .expect("the evidence's head is the directory's");
         if kind == EvidenceKind::InvalidProof {
             // The rejected proof is published with the evidence, byte for byte.
             let (status, kept) = auditor.get_raw(&format!("/v1/evidence/{}/blob", ev.id)).await;
@@ -411,11 +447,6 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
             let (_, honest) = directory.get_raw(&format!("/{name}")).await;
             assert_eq!(kept.len(), honest.len());
             assert_ne!(kept, honest);
-        } else {
-            assert!(
-                d.pinned.check_head(&ev.heads[0]).is_err(),
-                "the forged head is kept as served"
-            );
         }
         // Restarted, it stays failed and still does not advance.
         a.kill();
@@ -429,6 +460,49 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
             assert!(dom.contains(r#"data-state="failed""#), "{dom}");
             assert!(dom.contains("invalid proof at epoch 2"), "{dom}");
         }
+    }
+
+    // Bytes nobody signed prove nothing: a head whose signature does not verify, and a
+    // proof damaged once on its way, are counted and retried; once the path is honest
+    // the auditor verifies and co-signs every epoch, and no evidence exists.
+    for (name, lie) in [
+        ("forge", Lie::ForgeHead(2)),
+        ("damaged-once", Lie::FlipProofByteOnce(2)),
+    ] {
+        let (proxy, switch) = switchable_proxy(&server.url, lie).await;
+        let adir = tmp.path().join(name);
+        init_auditor(&adir);
+        let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
+        let auditor = Api::new(&a.url, "");
+        if name == "forge" {
+            let s = auditor
+                .wait_status("unusable head", |s| {
+                    s.state == AuditState::Lagging && s.reason.contains("bad_signature")
+                })
+                .await;
+            assert_eq!(s.last_verified_epoch, Some(1), "{s:?}");
+            assert_eq!(auditor.get_raw("/healthz").await.0, 200, "not a proven failure");
+            *switch.lock().expect("lock") = Lie::Honest;
+        }
+        let s = auditor
+            .wait_status("caught up", |s| {
+                s.last_verified_epoch == Some(3) && s.state == AuditState::Ok
+            })
+            .await;
+        assert_eq!(s.evidence_count, 0, "{name}: {s:?}");
+        let (_, metrics) = auditor.get_raw("/metrics").await;
+        let metrics = String::from_utf8_lossy(&metrics);
+        let what = if name == "forge" {
+            "bad_signature"
+        } else {
+            "invalid_proof_refetched"
+        };
+        assert!(
+            metrics.lines().any(|l| l
+                .starts_with(&format!("kt_auditor_unauthenticated_answers_total{{what=\"{what}\"}}"))
+                && !l.ends_with(" 0")),
+            "{name}: counted as {what}: {metrics}"
+        );
     }
 
     // A directory silent for longer than allowed: evidence and `lagging`, while every

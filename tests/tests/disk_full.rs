@@ -116,7 +116,9 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
     let (health, body) = api.get_raw("/healthz").await;
     assert_eq!(health, 503, "{}", String::from_utf8_lossy(&body));
     let lookup: LookupResponse = api.get("/v1/lookup/before").await;
-    dir.pinned.lookup_response(&lookup).expect("reads keep verifying");
+    dir.pinned
+        .lookup_response("before", &lookup)
+        .expect("reads keep verifying");
     let metrics = String::from_utf8(api.get_raw("/metrics").await.1).expect("utf8");
     assert!(metrics.contains("kt_directory_publisher_failed 1"));
     server.kill();
@@ -133,7 +135,7 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
             other => panic!("update {id} ended as {other:?}"),
         }
         let lookup: LookupResponse = api.get(&format!("/v1/lookup/{label}")).await;
-        let found = dir.pinned.lookup_response(&lookup).expect("verifies");
+        let found = dir.pinned.lookup_response(label, &lookup).expect("verifies");
         assert_eq!(&found.value.0, value);
     }
     // All of them were resolved by this process, as published.

@@ -87,10 +87,11 @@ async fn kt_verifies_monitors_and_catches_rollback_and_fork() {
     assert!(wrong.stderr.contains("signature"), "{}", wrong.stderr);
     assert_eq!(kt.run(&["lookup", "nobody"]).code, 6);
     assert_ne!(kt.run_with_key("zz", &["head"]).code, 0);
-    // A head older than the allowed age (epoch 1 was signed moments ago: age 0 s allows
-    // none) is refused with its own code.
+    // A head older than the allowed age (epoch 1 was signed over a second ago) is
+    // refused with its own code; 0 turns the check off.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(kt.run(&["--max-head-age", "0", "head"]).code, 8);
+    assert_eq!(kt.run(&["--max-head-age", "1", "head"]).code, 8);
+    assert_eq!(kt.run(&["--max-head-age", "0", "head"]).code, 0);
     assert_eq!(kt.run(&["--max-head-age", "3600", "head"]).code, 0);
 
     // The owner's monitor is happy, until a key is swapped in and back out.

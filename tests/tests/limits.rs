@@ -132,3 +132,90 @@ fn oversized_and_too_many_headers_are_refused_with_431() {
         "and the server goes on"
     );
 }
+
+/// The resident memory of process `pid`, bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Anonymous readers of a large audit blob who read slowly, or stop reading: they
+/// share one copy of the blob (the server's memory does not grow with them), at most
+/// `max_blob_readers` are served at once (the next one gets 503 at once), and one too
+/// slow is cut off after `blob_send_timeout_secs`, which frees its slot.
+#[test]
+fn slow_blob_readers_share_one_copy_are_bounded_and_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("data"), "e2e.blobs");
+    let config = tmp.path().join("directory.toml");
+    std::fs::write(
+        &config,
+        "max_updates_per_request = 10000\nmax_body_bytes = 8388608\nmax_blob_readers = 8\nblob_send_timeout_secs = 4\n",
+    )
+    .expect("config");
+    let server = Server::start(&d.data_dir, &["--config", config.to_str().expect("utf8")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let api = common::Api::new(&server.url, &d.token);
+    let updates: Vec<(String, Vec<u8>)> = (0..60_000).map(|i| (format!("user-{i}"), vec![7u8; 32])).collect();
+    let (epoch, name) = rt.block_on(async {
+        for chunk in updates.chunks(10_000) {
+            api.post_updates(chunk).await.expect("queue");
+        }
+        let e = api.epoch().await.expect("epoch");
+        let h = &e.head.head;
+        let name = format!("{}/{}/{}", h.epoch, hex::encode(h.previous_root), hex::encode(h.root));
+        // The blob is built after the head is served.
+        for _ in 0..600 {
+            if api.get_raw(&format!("/{name}")).await.0 == 200 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (e.epoch, name)
+    });
+    let blob_len = rt.block_on(api.get_raw(&format!("/{name}"))).1.len() as u64;
+    assert!(
+        blob_len > 2 << 20,
+        "a blob of {blob_len} bytes is too small to measure with"
+    );
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let pid = server.child.id();
+    let before = rss_of(pid);
+
+    // Eight readers take the first bytes of the blob, then stop reading.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            write!(s, "GET /v1/audit/{epoch} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+            let mut first = [0u8; 12];
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            s.read_exact(&mut first).expect("the response starts");
+            assert_eq!(&first, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss_of(pid);
+    // One copy of the blob, and each reader's socket buffers and a slice or two; a copy
+    // (and a base64 form) per reader would be ~8 × 2.3 × the blob.
+    assert!(
+        during.saturating_sub(before) < 3 * blob_len,
+        "8 stalled readers of a {blob_len}-byte blob took the server from {before} to {during} bytes"
+    );
+    // A ninth is refused at once: every slot is taken.
+    let (status, _) = rt.block_on(api.get_raw(&format!("/v1/audit/{epoch}")));
+    assert_eq!(status, 503);
+    // The stalled ones are cut off after the send timeout, and their slots come back.
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, body) = rt.block_on(api.get_raw(&format!("/{name}")));
+    assert_eq!((status, body.len() as u64), (200, blob_len));
+    drop(stalled);
+}

@@ -54,10 +54,13 @@ async fn updates_in_epochs_out_proofs_verify_on(backend: Backend) {
     for label in &labels {
         let lookup: LookupResponse = api.get(&format!("/v1/lookup/{}", enc(label))).await;
         assert_eq!(lookup.head.head.epoch, 3);
-        let found = dir.pinned.lookup_response(&lookup).expect("lookup verifies");
+        let found = dir.pinned.lookup_response(label, &lookup).expect("lookup verifies");
         assert_eq!((found.version, &found.value.0), (3, &current[label]));
         let history: HistoryResponse = api.get(&format!("/v1/history/{}", enc(label))).await;
-        let versions = dir.pinned.history_response(&history).expect("history verifies");
+        let versions = dir
+            .pinned
+            .history_response(label, None, &history)
+            .expect("history verifies");
         let epochs: Vec<u64> = versions.iter().map(|v| v.epoch).collect();
         assert_eq!(epochs, vec![3, 2, 1], "{label}");
     }
@@ -202,7 +205,10 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(backend: Bac
     eprintln!("outcomes of {} acknowledged updates: {counts:?}", acked.len());
     for (label, outcomes) in &by_label {
         let history: HistoryResponse = api.get(&format!("/v1/history/{}", enc(label))).await;
-        let versions = dir.pinned.history_response(&history).expect("history verifies");
+        let versions = dir
+            .pinned
+            .history_response(label, None, &history)
+            .expect("history verifies");
         let mut values: Vec<&[u8]> = versions.iter().map(|v| v.value.0.as_slice()).collect();
         values.sort_unstable();
         let before = values.len();
@@ -228,7 +234,7 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(backend: Bac
             }
         }
         let lookup: LookupResponse = api.get(&format!("/v1/lookup/{}", enc(label))).await;
-        dir.pinned.lookup_response(&lookup).expect("lookup verifies");
+        dir.pinned.lookup_response(label, &lookup).expect("lookup verifies");
     }
 
     // Heads chain without a gap and every epoch's audit blob passes the auditor.
@@ -300,7 +306,7 @@ async fn reads_during_publishing_always_verify() {
         let lookup: LookupResponse = api.get(&format!("/v1/lookup/{label}")).await;
         let found = dir
             .pinned
-            .lookup_response(&lookup)
+            .lookup_response(label, &lookup)
             .unwrap_or_else(|e| panic!("lookup at epoch {} does not verify: {e}", lookup.head.head.epoch));
         // Epoch e holds value v(e-1) for every label, version e.
         let epoch = lookup.head.head.epoch;
@@ -309,7 +315,9 @@ async fn reads_during_publishing_always_verify() {
         epochs_seen.insert(epoch);
         if i.is_multiple_of(5) {
             let history: HistoryResponse = api.get(&format!("/v1/history/{label}?most_recent=2")).await;
-            dir.pinned.history_response(&history).expect("history verifies");
+            dir.pinned
+                .history_response(label, Some(2), &history)
+                .expect("history verifies");
         }
         reads += 1;
     }

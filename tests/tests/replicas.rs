@@ -97,7 +97,7 @@ async fn one_publisher_two_replicas(backend: Backend) {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let label = &labels[i % labels.len()];
                 let lookup: LookupResponse = readers[i % 2].get(&format!("/v1/lookup/{label}")).await;
-                pinned.lookup_response(&lookup).unwrap_or_else(|e| {
+                pinned.lookup_response(label, &lookup).unwrap_or_else(|e| {
                     panic!(
                         "background lookup at epoch {} does not verify: {e}",
                         lookup.head.head.epoch
@@ -121,7 +121,7 @@ async fn one_publisher_two_replicas(backend: Backend) {
             wait_for_epoch(reader, epoch).await;
             for label in labels.iter().step_by(6) {
                 let lookup: LookupResponse = reader.get(&format!("/v1/lookup/{label}")).await;
-                let found = dir.pinned.lookup_response(&lookup).unwrap_or_else(|e| {
+                let found = dir.pinned.lookup_response(label, &lookup).unwrap_or_else(|e| {
                     panic!(
                         "replica {n}: lookup at epoch {} does not verify: {e}",
                         lookup.head.head.epoch
@@ -134,7 +134,10 @@ async fn one_publisher_two_replicas(backend: Backend) {
                 let publisher_head: SignedHead = api.get(&format!("/v1/heads/{at}")).await;
                 assert_eq!(lookup.head, publisher_head, "replica {n} serves the publisher's head");
                 let history: HistoryResponse = reader.get(&format!("/v1/history/{label}")).await;
-                let versions = dir.pinned.history_response(&history).expect("history verifies");
+                let versions = dir
+                    .pinned
+                    .history_response(label, None, &history)
+                    .expect("history verifies");
                 assert_eq!(versions.len() as u64, history.head.head.epoch, "{label}");
             }
         }

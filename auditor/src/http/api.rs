@@ -162,7 +162,8 @@ pub(super) async fn evidence_blob(State(app): State<AppState>, Path(id): Path<St
         .ok_or_else(|| ApiError::NotFound(format!("evidence #{id} has no blob")))
 }
 
-/// `POST /v1/evidence`: a fork claim (two signed heads), verified before it is stored.
+/// `POST /v1/evidence`: two contradicting signed heads (a fork, a broken chain, a
+/// rollback), verified before it is stored.
 pub(super) async fn submit_evidence(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -193,6 +194,7 @@ pub(super) async fn submit_evidence(
     let finding = verify::check_fork(&identity, &claim)
         .map_err(|reason| ApiError::Client(StatusCode::UNPROCESSABLE_ENTITY, format!("not a fork: {reason}")))?;
     let reason = finding.reason.clone();
+    let kind = finding.kind;
     let evidence = Evidence {
         id: 0,
         kind: finding.kind,
@@ -206,10 +208,10 @@ pub(super) async fn submit_evidence(
     let store = app.store.clone();
     let (id, created) = blocking(move || store.add_evidence(evidence, None)).await?;
     if created {
-        tracing::error!(id, %reason, "verified fork evidence submitted");
-        app.metrics.evidence.with_label_values(&["Fork"]).inc();
+        tracing::error!(id, ?kind, %reason, "verified evidence submitted");
+        app.metrics.evidence.with_label_values(&[&format!("{kind:?}")]).inc();
         app.status
-            .set_state(AuditState::Failed, format!("evidence #{id} (Fork): {reason}"));
+            .set_state(AuditState::Failed, format!("evidence #{id} ({kind:?}): {reason}"));
         app.metrics.show_state(AuditState::Failed);
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

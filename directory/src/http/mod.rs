@@ -1,5 +1,6 @@
 //! The directory's HTTP API (`docs/api.md`): public reads, operator writes, metrics.
 
+mod blobs;
 mod error;
 mod guard;
 mod operator;
@@ -7,6 +8,7 @@ mod read;
 #[cfg(test)]
 mod tests;
 
+pub use blobs::BlobServer;
 pub use error::ApiError;
 pub use guard::ReadGuard;
 
@@ -41,6 +43,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Most requests handled at once; beyond it, 503 at once (never an unbounded queue).
     pub max_concurrent_requests: usize,
+    /// Most audit blob downloads at once (each holds a share of one blob copy).
+    pub max_blob_readers: usize,
+    /// Longest time one audit blob download may take; a slower reader is cut off.
+    pub blob_send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,11 +59,21 @@ impl Default for Limits {
             max_body_bytes: 4 << 20,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
+            max_blob_readers: 4,
+            blob_send_timeout: Duration::from_secs(300),
         }
     }
 }
 
 impl Limits {
+    /// Largest `POST /v1/lookup` body: `max_batch_lookup` labels of `max_label_bytes`,
+    /// each byte JSON-escaped at worst (`\\u00XX`), with room for the punctuation.
+    pub fn batch_lookup_body_bytes(&self) -> usize {
+        self.max_batch_lookup
+            .saturating_mul(self.max_label_bytes.saturating_mul(6).saturating_add(4))
+            .saturating_add(64)
+    }
+
     /// The limits on update bodies, as `kt_client::wire` checks them.
     pub fn request_limits(&self) -> kt_client::wire::RequestLimits {
         kt_client::wire::RequestLimits {
@@ -85,6 +101,8 @@ pub struct AppState {
     pub read_guard: ReadGuard,
     /// Verify every lookup and history proof before serving it (`verify_proofs`).
     pub verify_proofs: bool,
+    /// The audit blob routes' shared copies and slots.
+    pub blobs: BlobServer,
 }
 
 impl AppState {
@@ -102,16 +120,25 @@ pub fn router(state: AppState) -> Router<()> {
         .route("/v1/heads/latest", get(read::latest_head))
         .route("/v1/heads/{epoch}", get(read::head))
         .route("/v1/lookup/{label}", get(read::lookup))
-        .route("/v1/lookup", post(read::batch_lookup))
+        // A batch lookup is at most `max_batch_lookup` labels: its body limit says so,
+        // so an anonymous client cannot make the server parse megabytes first.
+        .route(
+            "/v1/lookup",
+            post(read::batch_lookup).layer(DefaultBodyLimit::max(state.limits.batch_lookup_body_bytes())),
+        )
         .route("/v1/history/{label}", get(read::history))
         .route("/v1/audit", get(read::audit_listing))
         .route("/v1/audit/{epoch}", get(read::audit_blob))
         .route("/{epoch}/{previous}/{current}", get(read::audit_blob_by_name))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard::guard_reads));
-    let bounded = Router::new()
-        .merge(reads)
+    // The operator's routes check the token before anything reads the body.
+    let operator = Router::new()
         .route("/v1/updates", post(operator::post_updates))
         .route("/v1/updates/{id}", get(operator::update_status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), operator::require_token));
+    let bounded = Router::new()
+        .merge(reads)
+        .merge(operator)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(timeout);
@@ -132,7 +159,11 @@ pub fn router(state: AppState) -> Router<()> {
         ));
     // A forced epoch takes as long as the publish: no request timeout.
     Router::new()
-        .route("/v1/epochs", post(operator::post_epoch))
+        .route(
+            "/v1/epochs",
+            post(operator::post_epoch)
+                .route_layer(middleware::from_fn_with_state(state.clone(), operator::require_token)),
+        )
         .merge(bounded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -32,6 +32,22 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses a request without the operator token before its body is read (the route
+/// layer of every operator route): an anonymous client cannot make the server parse
+/// a body it may not send. A read replica answers 403 first, token or not.
+pub(super) async fn require_token(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // A replica says what it is to anyone: no token makes it take updates.
+    match intake(&state).and_then(|_| authorize(&state, request.headers())) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The publisher's intake, or a 403 on a read replica.
 fn intake(state: &AppState) -> Result<&Intake, ApiError> {
     state.shared.intake.as_ref().ok_or_else(|| {

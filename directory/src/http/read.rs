@@ -12,17 +12,14 @@ use crate::publisher::ReadView;
 use crate::storage::Cf;
 use akd::{AkdLabel, HistoryParams};
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use kt_client::head::{SignedHead, hex_array};
 use kt_client::wire::{
-    AuditBlobEntry, AuditBlobResponse, AuditListing, BatchLookupItem, BatchLookupRequest, BatchLookupResponse,
-    HistoryResponse, InfoResponse, LookupResponse, encode_history_proof, encode_lookup_proof,
+    AuditBlobEntry, AuditListing, BatchLookupItem, BatchLookupRequest, BatchLookupResponse, HistoryResponse,
+    InfoResponse, LookupResponse, encode_history_proof, encode_lookup_proof,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -330,35 +327,46 @@ pub(super) async fn history(
     }))
 }
 
-/// The blob name and bytes of the audit blob ending at `epoch`.
-async fn blob(state: &AppState, epoch: u64) -> Result<(String, Vec<u8>), ApiError> {
+/// The blob name of the audit blob ending at `epoch`, its bytes (the shared copy),
+/// and a response slot.
+async fn blob(
+    state: &AppState,
+    epoch: u64,
+) -> Result<(String, bytes::Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let latest = state.shared.latest_blob_epoch.load(std::sync::atomic::Ordering::SeqCst);
     if epoch == 0 || epoch > latest {
         return Err(ApiError::NotFound(format!(
             "no audit blob for epoch {epoch} (blobs exist for epochs 1 to {latest})"
         )));
     }
+    let slot = state.blobs.slot()?;
     let head = stored_head(state, epoch).await?.head;
-    let data = stored(state, Cf::AuditBlobs, epoch, "audit blob").await?;
-    Ok((blob_name(epoch, &head.previous_root, &head.root), data))
+    let data = state.blobs.get(&state.shared.storage, epoch).await?;
+    Ok((blob_name(epoch, &head.previous_root, &head.root), data, slot))
 }
 
 fn blob_name(epoch: u64, previous: &[u8; 32], current: &[u8; 32]) -> String {
     format!("{epoch}/{}/{}", hex::encode(previous), hex::encode(current))
 }
 
-/// `GET /v1/audit/{epoch}`.
+/// `GET /v1/audit/{epoch}`: `{"epoch", "name", "blob"}`, streamed (the base64 is
+/// encoded slice by slice from the one shared copy of the blob).
 pub(super) async fn audit_blob(
     State(state): State<AppState>,
     epoch: Result<Path<u64>, PathRejection>,
-) -> Result<Json<AuditBlobResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(epoch) = epoch.map_err(|r| path_err("epoch", &r))?;
-    let (name, data) = blob(&state, epoch).await?;
-    Ok(Json(AuditBlobResponse {
-        epoch,
-        name,
-        blob: B64.encode(data),
-    }))
+    let (name, data, slot) = blob(&state, epoch).await?;
+    let len = super::blobs::BlobServer::json_len(epoch, &name, data.len());
+    let body = state.blobs.json(epoch, &name, data, slot);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /{epoch}/{hex previous root}/{hex root}`: the raw blob, WhatsApp-style.
@@ -371,13 +379,22 @@ pub(super) async fn audit_blob_by_name(
     let epoch: u64 = epoch.parse().map_err(|_| not_found())?;
     let previous: [u8; 32] = hex_array(&previous, "previous root").map_err(|_| not_found())?;
     let current: [u8; 32] = hex_array(&current, "root").map_err(|_| not_found())?;
-    let (name, data) = blob(&state, epoch).await?;
+    let (name, data, slot) = blob(&state, epoch).await?;
     if name != blob_name(epoch, &previous, &current) {
         return Err(ApiError::NotFound(format!(
             "the audit blob of epoch {epoch} is named {name}"
         )));
     }
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(data)).into_response())
+    let len = data.len();
+    let body = state.blobs.raw(data, slot);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Query of `GET /v1/audit`.

@@ -57,6 +57,7 @@ async fn start_guarded(
     let pinned = PinnedKeys {
         directory_key: shared.signing_key,
         vrf_public_key: shared.vrf_public_key.clone(),
+        namespace: shared.namespace.clone(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(publisher.run(std::time::Duration::from_secs(3600), stopped));
@@ -76,6 +77,7 @@ async fn start_guarded(
         epoch_interval_secs: 3600,
         read_guard,
         verify_proofs: true,
+        blobs: super::BlobServer::new(4, std::time::Duration::from_secs(60)),
     };
     (router(state), pinned, stop)
 }
@@ -198,6 +200,35 @@ async fn operator_routes_need_the_token() {
     assert_eq!(f.epoch().await.taken, 0);
 }
 
+/// An anonymous client cannot make the server parse what it may not send: without the
+/// token, garbage is refused as unauthorized, not as bad JSON; and a batch lookup body
+/// far beyond what `max_batch_lookup` labels can take is refused before it is parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_neither_parsed_before_the_token_nor_beyond_what_a_route_takes() {
+    let f = fixture(100).await;
+    let garbage = Request::builder()
+        .method("POST")
+        .uri("/v1/updates")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json at all"))
+        .expect("request");
+    let (status, body) = f.call(garbage).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", error_of(&body));
+    // The fixture allows 4 labels of 32 bytes (under 1 KiB of JSON): this body is far beyond,
+    // under the 4 KiB general limit.
+    let labels: Vec<String> = (0..40).map(|i| format!("label-{i:0>60}")).collect();
+    let big = json!({ "labels": labels }).to_string();
+    assert!(big.len() > 1000 && big.len() < 4096, "{}", big.len());
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/lookup")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .expect("request");
+    let (status, body) = f.call(request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", error_of(&body));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_update_bodies_are_400_with_a_reason() {
     let f = fixture(100).await;
@@ -292,22 +323,31 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
     // Lookup and history verify against the signed head and show the right values.
     let lookup: LookupResponse = f.get_json("/v1/lookup/alice").await;
     assert_eq!(lookup.head.head.epoch, 2);
-    let found = f.pinned.lookup_response(&lookup).expect("lookup verifies");
+    let found = f.pinned.lookup_response("alice", &lookup).expect("lookup verifies");
     assert_eq!((found.value.0.as_slice(), found.version), (&b"k3"[..], 2));
     let history: HistoryResponse = f.get_json("/v1/history/alice").await;
-    let versions = f.pinned.history_response(&history).expect("history verifies");
+    let versions = f
+        .pinned
+        .history_response("alice", None, &history)
+        .expect("history verifies");
     let seen: Vec<(u64, u64, &[u8])> = versions
         .iter()
         .map(|v| (v.version, v.epoch, v.value.0.as_slice()))
         .collect();
     assert_eq!(seen, vec![(2, 2, &b"k3"[..]), (1, 1, &b"k2"[..])]);
     let recent: HistoryResponse = f.get_json("/v1/history/alice?most_recent=1").await;
-    assert_eq!(f.pinned.history_response(&recent).expect("verifies").len(), 1);
+    assert_eq!(
+        f.pinned
+            .history_response("alice", Some(1), &recent)
+            .expect("verifies")
+            .len(),
+        1
+    );
 
     // A proof against another key, or with a tampered head, does not verify.
     let mut forged = lookup.clone();
     forged.head.head.root = e1.head.head.root;
-    assert!(f.pinned.lookup_response(&forged).is_err());
+    assert!(f.pinned.lookup_response("alice", &forged).is_err());
 
     // Batch lookup: one head, a result per label, unknown labels marked.
     let (status, body) = f
@@ -328,7 +368,9 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
             head: batch.head.clone(),
             proof: item.proof.clone().expect("proof"),
         };
-        f.pinned.lookup_response(&single).expect("batch proof verifies");
+        f.pinned
+            .lookup_response(&single.label, &single)
+            .expect("batch proof verifies");
     }
 
     // Heads by epoch; audit blobs by epoch, by name, and listed.
@@ -377,7 +419,7 @@ async fn bad_reads_are_clear_errors() {
     // Percent-encoded labels, including '/', reach the handler decoded.
     let lookup: LookupResponse = f.get_json("/v1/lookup/a%2Fb%20c").await;
     assert_eq!(lookup.label, "a/b c");
-    f.pinned.lookup_response(&lookup).expect("verifies");
+    f.pinned.lookup_response("a/b c", &lookup).expect("verifies");
     for (path, status, why) in [
         ("/v1/lookup/nobody", StatusCode::NOT_FOUND, "not in the directory"),
         ("/v1/history/nobody", StatusCode::NOT_FOUND, "not in the directory"),

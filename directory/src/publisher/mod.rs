@@ -438,6 +438,7 @@ impl Publisher {
         }
         let plan = Plan::new(taken);
         let taken = u64::try_from(plan.len()).unwrap_or(u64::MAX);
+        self.prepare.taken(plan.winners.iter().map(|w| w.label.as_slice()));
         clock.mark("take", self.owners(None));
         // One epoch's nodes at a time: the previous epoch's blob reads its own.
         self.finish_blob().await?;

@@ -140,13 +140,25 @@ impl std::fmt::Debug for Prepare {
     }
 }
 
-/// Stops the workers when dropped.
-struct Stopper(Arc<Inner>);
+/// Stops the workers when dropped, and waits for them: a worker holds the store, and
+/// RocksDB must be closed before the process exits (its background threads abort on
+/// mutexes that static destructors have already torn down).
+struct Stopper {
+    inner: Arc<Inner>,
+    /// The workers, joined on drop; each finishes at most one batch first.
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
 
 impl Drop for Stopper {
     fn drop(&mut self) {
-        self.0.lock().stop = true;
-        self.0.wake.notify_all();
+        self.inner.lock().stop = true;
+        self.inner.wake.notify_all();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for worker in workers {
+            if worker.join().is_err() {
+                tracing::error!("a prepare worker panicked");
+            }
+        }
     }
 }
 
@@ -201,15 +213,30 @@ impl Prepare {
             workers: config.workers > 0,
             metrics,
         });
+        let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
-            let inner = Arc::clone(&inner);
+            let shared = Arc::clone(&inner);
             let nice = config.nice;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("{THREAD_NAME}-{i}"))
-                .spawn(move || worker(&inner, nice))?;
+                .spawn(move || worker(&shared, nice));
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    // The ones started stop with the stopper.
+                    drop(Stopper {
+                        inner: Arc::clone(&inner),
+                        workers: Mutex::new(workers),
+                    });
+                    return Err(e);
+                }
+            }
         }
         Ok(Prepare {
-            _stopper: Arc::new(Stopper(Arc::clone(&inner))),
+            _stopper: Arc::new(Stopper {
+                inner: Arc::clone(&inner),
+                workers: Mutex::new(workers),
+            }),
             inner,
         })
     }
@@ -284,6 +311,23 @@ impl Prepare {
             .filter_map(|label| memo.entries.get(label)?.prepared.clone())
             .filter(|p| p.as_of == epoch)
             .collect()
+    }
+
+    /// An epoch took `labels`: those still waiting for a worker are taken off its
+    /// list (the epoch computes them itself; doing it twice would only take CPU from
+    /// it). After the commit, [`Prepare::committed`] queues again what is still queued.
+    pub fn taken<'a>(&self, labels: impl IntoIterator<Item = &'a [u8]>) {
+        let mut memo = self.inner.lock();
+        let Memo { entries, queued, .. } = &mut *memo;
+        for label in labels {
+            if let Some(entry) = entries.get_mut(label)
+                && entry.queued
+            {
+                entry.queued = false;
+                *queued -= 1;
+            }
+        }
+        self.inner.update_gauges(&memo);
     }
 
     /// Counts how an epoch's labels were found (for the metrics).

@@ -62,6 +62,7 @@ pub fn init(data_dir: &Path, namespace: &str) -> Initialized {
         pinned: PinnedKeys {
             directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key).expect("key"),
             vrf_public_key: hex::decode(field("vrf_public_key")).expect("hex"),
+            namespace: namespace.to_owned(),
         },
         token: std::fs::read_to_string(token_file).expect("token").trim().to_owned(),
     }
@@ -180,6 +181,20 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of `url` that trusts the CA certificate `ca_pem` too (an HTTPS server
+    /// with a test CA).
+    pub fn with_ca(url: &str, token: &str, ca_pem: &[u8]) -> Api {
+        Api {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA PEM"))
+                .build()
+                .expect("client"),
+        }
+    }
+
     /// A client of `url`.
     pub fn new(url: &str, token: &str) -> Api {
         Api {

@@ -165,6 +165,7 @@ impl Directory {
         let keys = PinnedKeys {
             directory_key: ed25519_dalek::VerifyingKey::from_bytes(&key)?,
             vrf_public_key: hex::decode(&info.vrf_public_key)?,
+            namespace: info.namespace.clone(),
         };
         Ok(Directory {
             child,

@@ -216,7 +216,7 @@ async fn client_loop(
                 t.proof_bytes += (answer.proof.len() as u64 / 4) * 3;
                 if n.is_multiple_of(bounds.verify_every.max(1)) {
                     t.verified += 1;
-                    if let Err(e) = keys.lookup_response(&answer) {
+                    if let Err(e) = keys.lookup_response(&label, &answer) {
                         t.bad_proofs += 1;
                         t.first_error
                             .get_or_insert_with(|| format!("lookup {label} did not verify: {e}"));
