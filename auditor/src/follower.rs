@@ -61,6 +61,9 @@ enum Unusable {
     UndecodableProof,
     /// A proof that decoded but did not verify, and verified when fetched again.
     InvalidProofRefetched,
+    /// A validly signed head of another namespace: the same key may sign another log,
+    /// and anyone can replay its heads, so it contradicts nothing this log signed.
+    OtherNamespace,
 }
 
 impl Unusable {
@@ -69,6 +72,7 @@ impl Unusable {
             Unusable::BadSignature => "bad_signature",
             Unusable::UndecodableProof => "undecodable_proof",
             Unusable::InvalidProofRefetched => "invalid_proof_refetched",
+            Unusable::OtherNamespace => "other_namespace",
         }
     }
 }
@@ -324,6 +328,12 @@ impl Follower {
             Err(f) if f.kind == kt_client::auditor::EvidenceKind::BadSignature => {
                 return Err(self.unusable(Unusable::BadSignature, f.reason));
             }
+            Err(f)
+                if f.kind == kt_client::auditor::EvidenceKind::WrongIdentity
+                    && identity.namespace.as_ref().is_some_and(|n| *n != head.head.namespace) =>
+            {
+                return Err(self.unusable(Unusable::OtherNamespace, f.reason));
+            }
             Err(f) => return Err(f.into()),
         }
         let skew = u64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
@@ -351,7 +361,14 @@ impl Follower {
         let name = verify::blob_name(head);
         let mut first_failure = None;
         for attempt in 0..2 {
-            let blob = match self.client.audit_blob(&name, self.config.max_proof_bytes).await {
+            let fetched = if attempt == 0 {
+                self.client.audit_blob(&name, self.config.max_proof_bytes).await
+            } else {
+                self.client
+                    .audit_blob_uncached(&name, self.config.max_proof_bytes)
+                    .await
+            };
+            let blob = match fetched {
                 Ok(blob) => blob,
                 Err(HttpError::NotFound(m)) => {
                     return Err(StepError::Transient(format!(

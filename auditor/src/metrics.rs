@@ -23,8 +23,9 @@ pub struct Metrics {
     pub evidence: IntCounterVec,
     /// Failed requests to the directory (network, 5xx, missing proofs).
     pub fetch_errors: IntCounter,
-    /// Answers nobody signed that could not be used, by what was wrong (`bad_signature`,
-    /// `undecodable_proof`, `invalid_proof_refetched`): retried, never evidence.
+    /// Answers that prove nothing against this log, by what was wrong (`bad_signature`,
+    /// `undecodable_proof`, `invalid_proof_refetched`, `other_namespace`): retried,
+    /// never evidence.
     pub unauthenticated: IntCounterVec,
     /// 0 ok, 1 lagging, 2 failed.
     pub state: IntGauge,

@@ -35,6 +35,14 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         Some(path) => kt_client::http::read_ca_file(path).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
+    if plain_http_off_host(&config.directory) {
+        // Anyone on the path can then serve a damaged proof twice, which is evidence
+        // against an honest directory: only loopback may go without TLS.
+        tracing::warn!(
+            directory = %config.directory,
+            "the directory is reached over plain http:// beyond this host: use https://"
+        );
+    }
     let client = DirectoryClient::with_roots(&config.directory, config.request_timeout, &roots)?;
     let mut follower = Follower::new(
         client,
@@ -81,4 +89,39 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     follow.await.context("follow task")?;
     tracing::info!("kt-auditor stopped");
     Ok(())
+}
+
+/// Whether `url` is plain `http://` to a host other than this one.
+fn plain_http_off_host(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_off_host;
+
+    #[test]
+    fn only_plain_http_beyond_loopback_is_warned_about() {
+        for quiet in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/x",
+            "http://[::1]:9",
+            "https://example.org",
+        ] {
+            assert!(!plain_http_off_host(quiet), "{quiet}");
+        }
+        for loud in ["http://example.org", "http://10.0.0.1:8080/", "http://[2001:db8::1]:80"] {
+            assert!(plain_http_off_host(loud), "{loud}");
+        }
+    }
 }

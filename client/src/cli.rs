@@ -411,8 +411,10 @@ impl Session {
             if let Some(n) = &pending.namespace {
                 dir.pin_namespace(n)?;
             }
+            // Another run may have saved a newer epoch meanwhile: an older head of
+            // this run is no rollback then, but a fork or a broken link still is.
             for head in &pending.heads {
-                dir.observe(head)?;
+                dir.merge(head)?;
             }
             for (label, epoch) in &pending.monitored {
                 let at = dir.monitored.entry(label.clone()).or_default();
@@ -428,7 +430,7 @@ impl Session {
     /// Requires `min_auditors` co-signatures on exactly this head's epoch, root and
     /// previous root. An auditor that co-signed another root for the epoch holds a
     /// second head signed by the directory: that is a fork (exit 5, evidence printed).
-    async fn check_audited(&mut self, head: &SignedHead) -> anyhow::Result<()> {
+    async fn check_audited(&mut self, pinned: &PinnedKeys, head: &SignedHead) -> anyhow::Result<()> {
         if self.min_auditors == 0 {
             return Ok(());
         }
@@ -447,6 +449,12 @@ impl Session {
                 )),
                 Ok(c) => match c.cosignature.verify_for(key, &c.directory_head) {
                     Err(e) => problems.push(format!("{}: {e}", client.base())),
+                    // A head of another log (namespace, VRF key) is a bad answer: the
+                    // auditor would rightly reject it as fork evidence.
+                    Ok(()) if pinned.check_head(&c.directory_head).is_err() => problems.push(format!(
+                        "{}: answered with a head of another directory identity",
+                        client.base()
+                    )),
                     Ok(()) if c.directory_head.verify(&self.directory_key).is_err() => problems.push(format!(
                         "{}: co-signed a head the directory did not sign",
                         client.base()
@@ -562,7 +570,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             save_json(save.as_deref(), &response)?;
             let found = pinned.lookup_response(&label, &response).map_err(code_of_response)?;
             s.check(&response.head)?;
-            s.check_audited(&response.head).await?;
+            s.check_audited(&pinned, &response.head).await?;
             s.commit()?;
             let v = Version::from(&found);
             s.print(
@@ -594,7 +602,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .history_response(&label, most_recent, &response)
                 .map_err(code_of_response)?;
             s.check(&response.head)?;
-            s.check_audited(&response.head).await?;
+            s.check_audited(&pinned, &response.head).await?;
             s.commit()?;
             let versions: Vec<Version> = versions.iter().map(Version::from).collect();
             s.print(
@@ -618,7 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let head = s.client()?.latest_head().await.map_err(code_of_http)?;
             pinned.check_head(&head).map_err(code_of_response)?;
             s.check(&head)?;
-            s.check_audited(&head).await?;
+            s.check_audited(&pinned, &head).await?;
             s.commit()?;
             s.print(&head, || head_line(&head))
         }
@@ -641,7 +649,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         result: serde_json::json!({ "versions": &versions }),
                         head: &response.head,
                     },
-                    || format!("verified history of {}: {} versions", response.label, versions.len()),
+                    || {
+                        format!(
+                            "verified history of {}: {} versions",
+                            crate::wire::printable(&response.label, 300),
+                            versions.len()
+                        )
+                    },
                 )
             } else {
                 let response: LookupResponse = serde_json::from_value(value).context("not a lookup response")?;
@@ -658,7 +672,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     || {
                         format!(
                             "verified lookup of {}: version={} epoch={} value={}",
-                            response.label, v.version, v.epoch, v.value
+                            crate::wire::printable(&response.label, 300),
+                            v.version,
+                            v.epoch,
+                            v.value
                         )
                     },
                 )
@@ -684,6 +701,8 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
         let head = s.client()?.latest_head().await.map_err(code_of_http)?;
         pinned.check_head(&head).map_err(code_of_response)?;
         s.check(&head)?;
+        // Remembered only once the auditors co-signed it, as by every other command.
+        s.check_audited(&pinned, &head).await?;
         s.commit()?;
         let since = s.dir().monitored.get(&args.label).copied().unwrap_or(args.since);
         if head.head.epoch > since {
@@ -694,7 +713,7 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
                 .history_response(&args.label, None, &response)
                 .map_err(code_of_response)?;
             s.check(&response.head)?;
-            s.check_audited(&response.head).await?;
+            s.check_audited(&pinned, &response.head).await?;
             s.commit()?;
             let unexpected: Vec<Version> = versions
                 .iter()

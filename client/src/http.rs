@@ -127,6 +127,12 @@ impl DirectoryClient {
     /// GETs `path` and returns the body of a success answer, refusing bodies over
     /// `limit` bytes while they stream in (memory stays bounded by `limit`).
     async fn fetch(&self, path: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
+        self.fetch_with(path, limit, false).await
+    }
+
+    /// [`Self::fetch`]; with `uncached`, asks every cache on the way to go back to the
+    /// origin (`Cache-Control: no-cache`).
+    async fn fetch_with(&self, path: &str, limit: u64, uncached: bool) -> Result<Vec<u8>, HttpError> {
         let url = format!("{}{path}", self.base);
         let transport = |source: reqwest::Error| {
             // A certificate problem deserves its own message: rustls's reason is deep
@@ -149,7 +155,13 @@ impl DirectoryClient {
                 source,
             }
         };
-        let mut response = self.http.get(&url).send().await.map_err(transport)?;
+        let mut request = self.http.get(&url);
+        if uncached {
+            request = request
+                .header(reqwest::header::CACHE_CONTROL, "no-cache")
+                .header(reqwest::header::PRAGMA, "no-cache");
+        }
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         let limit = if status.is_success() { limit } else { MAX_ERROR_BODY };
         if response.content_length().is_some_and(|n| n > limit) {
@@ -206,6 +218,12 @@ impl DirectoryClient {
     /// directory's host root; at most `limit` bytes.
     pub async fn audit_blob(&self, name: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
         self.fetch(&format!("/{name}"), limit).await
+    }
+
+    /// [`Self::audit_blob`] from the origin: a cache that kept a damaged copy must not
+    /// answer a refetch with the same bytes.
+    pub async fn audit_blob_uncached(&self, name: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
+        self.fetch_with(&format!("/{name}"), limit, true).await
     }
 
     /// `GET /v1/info`.

@@ -100,9 +100,22 @@ impl DirectoryState {
     }
 
     /// Records a head whose signature was already verified, after checking it against
-    /// what was seen: refuses rollbacks, forks, broken links to a neighbouring epoch,
-    /// and a newer epoch signed earlier than an older one.
+    /// what was seen: refuses forks (another root or previous root for a known epoch),
+    /// broken links to a neighbouring epoch (both ways), a newer epoch signed earlier
+    /// than an older one (both ways), and then rollbacks.
     pub fn observe(&mut self, head: &SignedHead) -> Result<(), StateError> {
+        self.record(head, true)
+    }
+
+    /// [`DirectoryState::observe`] for a head this run already checked, written into
+    /// the file as other runs left it: one of them may have saved a newer epoch
+    /// meanwhile, so an older head is kept, not a rollback. Forks, broken links and
+    /// time going back still are refused.
+    pub fn merge(&mut self, head: &SignedHead) -> Result<(), StateError> {
+        self.record(head, false)
+    }
+
+    fn record(&mut self, head: &SignedHead, refuse_older: bool) -> Result<(), StateError> {
         let epoch = head.head.epoch;
         let evidence = |first: &SignedHead, second: &SignedHead| {
             Box::new(ForkEvidence {
@@ -111,19 +124,12 @@ impl DirectoryState {
             })
         };
         if let Some(known) = self.heads.get(&epoch)
-            && known.head.root != head.head.root
+            && (known.head.root != head.head.root || known.head.previous_root != head.head.previous_root)
         {
             return Err(StateError::Fork(evidence(known, head)));
         }
-        if let Some(latest) = self.latest()
-            && epoch < latest.head.epoch
-        {
-            return Err(StateError::Rollback {
-                seen: latest.head.epoch,
-                got: epoch,
-            });
-        }
-        // The links to the neighbouring epochs, both ways.
+        // The links to the neighbouring epochs, both ways: an older head that breaks
+        // the chain is evidence, not only a rollback.
         if let Some(before) = epoch.checked_sub(1).and_then(|e| self.heads.get(&e))
             && head.head.previous_root != before.head.root
         {
@@ -134,12 +140,27 @@ impl DirectoryState {
         {
             return Err(StateError::Fork(evidence(head, after)));
         }
-        // Time never runs backwards across epochs: an older epoch's head (any signature
-        // of it) is never signed after a newer one's.
+        // Time never runs backwards across epochs, on either side: no older epoch's
+        // head (any signature of it) is signed after a newer one's. The evidence names
+        // the newer epoch first.
         if let Some((_, older)) = self.heads.range(..epoch).next_back()
             && older.head.timestamp_ms > head.head.timestamp_ms
         {
             return Err(StateError::TimeWentBack(evidence(head, older)));
+        }
+        if let Some((_, newer)) = epoch.checked_add(1).and_then(|e| self.heads.range(e..).next())
+            && newer.head.timestamp_ms < head.head.timestamp_ms
+        {
+            return Err(StateError::TimeWentBack(evidence(newer, head)));
+        }
+        if refuse_older
+            && let Some(latest) = self.latest()
+            && epoch < latest.head.epoch
+        {
+            return Err(StateError::Rollback {
+                seen: latest.head.epoch,
+                got: epoch,
+            });
         }
         // Keep the freshest signature of an epoch (re-signed heads carry newer times).
         let fresher = self
@@ -324,9 +345,11 @@ mod tests {
         let dir = again.directory("ab");
         assert_eq!(dir.latest().map(|h| h.head.epoch), Some(6));
         assert!(matches!(
-            dir.observe(&linked(5, 1, 0, 40)),
+            dir.observe(&linked(5, 1, 0, 25)),
             Err(StateError::Rollback { seen: 6, got: 5 })
         ));
+        // The same epoch and root over another previous root is a fork too.
+        assert!(matches!(dir.observe(&linked(6, 2, 7, 35)), Err(StateError::Fork(_))));
         match dir.observe(&linked(6, 9, 1, 50)) {
             Err(StateError::Fork(evidence)) => {
                 assert_eq!(evidence.first.head.root, [2; 32]);
@@ -348,14 +371,31 @@ mod tests {
             Err(StateError::Fork(e)) => assert_eq!((e.first.head.epoch, e.second.head.epoch), (4, 5)),
             other => panic!("expected a chain break, got {other:?}"),
         }
-        // Seen the other way round (a real 6, then an older head) it is refused as a
-        // rollback before any link is looked at.
+        // Seen the other way round (a real 6, then an older head that 6 does not
+        // follow) it is a fork with both heads, not only a rollback.
         let mut dir = DirectoryState::default();
         dir.observe(&linked(6, 6, 5, 60)).expect("epoch 6");
+        match dir.observe(&linked(5, 8, 4, 50)) {
+            Err(StateError::Fork(e)) => assert_eq!((e.first.head.epoch, e.second.head.epoch), (5, 6)),
+            other => panic!("expected a chain break, got {other:?}"),
+        }
+        // An older epoch signed after a newer one: time went back (newer epoch first).
+        match dir.observe(&linked(3, 3, 2, 70)) {
+            Err(StateError::TimeWentBack(e)) => assert_eq!((e.first.head.epoch, e.second.head.epoch), (6, 3)),
+            other => panic!("expected time going back, got {other:?}"),
+        }
+        // A consistent older head is a rollback for a run, and kept when another run
+        // saved the newer epoch first (a merge).
         assert!(matches!(
-            dir.observe(&linked(5, 8, 4, 50)),
-            Err(StateError::Rollback { .. })
+            dir.observe(&linked(5, 5, 4, 50)),
+            Err(StateError::Rollback { seen: 6, got: 5 })
         ));
+        dir.merge(&linked(5, 5, 4, 50)).expect("merged under a newer epoch");
+        assert_eq!(dir.heads.len(), 2);
+        assert!(
+            matches!(dir.merge(&linked(4, 8, 3, 40)), Err(StateError::Fork(_))),
+            "5 does not follow it"
+        );
         let mut dir = DirectoryState::default();
         dir.observe(&linked(4, 4, 3, 40)).expect("epoch 4");
         dir.observe(&linked(5, 5, 4, 50)).expect("the real 5 follows it");

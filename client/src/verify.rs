@@ -41,14 +41,32 @@ pub fn lookup(
     proof: LookupProof,
 ) -> Result<VerifyResult, VerifyError> {
     let shown = label_str(&label);
-    akd_core::verify::lookup_verify::<KtConfig>(vrf_public_key, root_hash, epoch, label, proof).map_err(|source| {
-        VerifyError::Proof {
-            what: "lookup",
-            label: shown,
-            epoch,
-            cause: source,
-        }
-    })
+    let fail = |cause| VerifyError::Proof {
+        what: "lookup",
+        label: shown.clone(),
+        epoch,
+        cause,
+    };
+    // akd asserts on version 0 (`get_marker_version_log2`): refuse it first.
+    if proof.version == 0 || proof.version > epoch {
+        return Err(fail(VerificationError::LookupProof(format!(
+            "version {} is not in 1..={epoch}",
+            proof.version
+        ))));
+    }
+    guarded(|| akd_core::verify::lookup_verify::<KtConfig>(vrf_public_key, root_hash, epoch, label, proof))
+        .unwrap_or_else(|| Err(VerificationError::LookupProof(PANICKED.into())))
+        .map_err(fail)
+}
+
+/// What a verifier that panicked on an answer is reported as.
+const PANICKED: &str = "akd's verifier panicked on this proof (malformed numbers)";
+
+/// Runs akd's verifier on an answer a server chose; a panic in it (akd asserts on
+/// some numbers it assumes sane) becomes `None`, never a crash of the client or the
+/// auditor. The checks before each call refuse the inputs known to do that.
+fn guarded<T>(verify: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(verify)).ok()
 }
 
 /// Verifies that `proof` is `label`'s history (as selected by `params`, which must be
@@ -62,20 +80,38 @@ pub fn history(
     params: HistoryParams,
 ) -> Result<Vec<VerifyResult>, VerifyError> {
     let shown = label_str(&label);
-    akd_core::verify::key_history_verify::<KtConfig>(
-        vrf_public_key,
-        root_hash,
-        epoch,
-        label,
-        proof,
-        HistoryVerificationParams::Default { history_params: params },
-    )
-    .map_err(|source| VerifyError::Proof {
+    let fail = |cause| VerifyError::Proof {
         what: "history",
-        label: shown,
+        label: shown.clone(),
         epoch,
-        cause: source,
+        cause,
+    };
+    // akd adds 1 to versions and asserts on 0: refuse versions outside 1..=epoch and
+    // a sequence that is not consecutive, with checked arithmetic, first.
+    let versions: Vec<u64> = proof.update_proofs.iter().map(|u| u.version).collect();
+    if let Some(v) = versions.iter().find(|v| **v == 0 || **v > epoch) {
+        return Err(fail(VerificationError::HistoryProof(format!(
+            "version {v} is not in 1..={epoch}"
+        ))));
+    }
+    if let Some(pair) = versions.windows(2).find(|w| w[1].checked_add(1) != Some(w[0])) {
+        return Err(fail(VerificationError::HistoryProof(format!(
+            "versions {} then {} are not consecutive and decreasing",
+            pair[0], pair[1]
+        ))));
+    }
+    guarded(|| {
+        akd_core::verify::key_history_verify::<KtConfig>(
+            vrf_public_key,
+            root_hash,
+            epoch,
+            label,
+            proof,
+            HistoryVerificationParams::Default { history_params: params },
+        )
     })
+    .unwrap_or_else(|| Err(VerificationError::HistoryProof(PANICKED.into())))
+    .map_err(fail)
 }
 
 /// Keys a verifier trusts, obtained out of band (never from the server being checked).

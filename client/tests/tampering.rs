@@ -290,3 +290,34 @@ async fn the_field_akd_ignores_is_checked_by_us() {
         Err(ResponseError::Wire(WireError::IgnoredField { .. }))
     ));
 }
+
+/// Numbers akd's verifier assumes sane (it asserts on version 0 and adds 1 to versions)
+/// are refused as bad proofs: a directory that chooses them cannot crash a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_akd_would_panic_on_are_refused() {
+    use kt_client::wire::{decode_history_proof, decode_lookup_proof};
+    let f = fixture().await;
+    for version in [0, u64::MAX] {
+        let mut proof = decode_lookup_proof(&f.lookup_a.proof).expect("decodes");
+        proof.version = version;
+        let mut bad = f.lookup_a.clone();
+        bad.proof = encode_lookup_proof(&proof);
+        assert!(
+            matches!(f.pinned.lookup_response("label-3", &bad), Err(ResponseError::Proof(_))),
+            "lookup version {version}"
+        );
+    }
+    for (index, version) in [(0, 0), (1, u64::MAX), (2, 0), (0, 7)] {
+        let mut proof = decode_history_proof(&f.history_a.proof).expect("decodes");
+        proof.update_proofs[index].version = version;
+        let mut bad = f.history_a.clone();
+        bad.proof = encode_history_proof(&proof);
+        assert!(
+            matches!(
+                f.pinned.history_response("label-3", None, &bad),
+                Err(ResponseError::Proof(_))
+            ),
+            "history version {version} at {index}"
+        );
+    }
+}

@@ -101,6 +101,9 @@ struct ServeArgs {
     /// 3600]. Raise it to restart after a longer outage.
     #[arg(long, env = "KT_AUDITOR_MAX_AGE")]
     auditor_max_age: Option<u64>,
+    /// A private CA (PEM) to trust for the auditors' HTTPS, besides the system's roots.
+    #[arg(long, env = "KT_AUDITOR_CA_FILE")]
+    auditor_ca_file: Option<PathBuf>,
     /// Serve HTTPS: the certificate chain, PEM (with --tls-key). Without it, plain HTTP
     /// (behind a TLS proxy, or on loopback).
     #[arg(long, env = "KT_TLS_CERT")]
@@ -238,6 +241,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         verify_proofs: args.verify_proofs.then_some(true),
         allow_fresh_auditor: args.allow_fresh_auditor.then_some(true),
         auditor_max_age_secs: args.auditor_max_age,
+        auditor_ca_file: args.auditor_ca_file,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };

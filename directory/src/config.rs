@@ -48,6 +48,10 @@ pub struct FileConfig {
     pub max_blob_readers: Option<usize>,
     /// Longest time one audit blob download may take, seconds.
     pub blob_send_timeout_secs: Option<u64>,
+    /// Most audit blob downloads one client address holds at once.
+    pub max_blob_readers_per_client: Option<usize>,
+    /// Slowest pace of an audit blob download after its first ten seconds, KiB/s.
+    pub blob_min_rate_kib: Option<u64>,
     /// Read requests per second per client address (absent or 0: unlimited).
     pub read_rate_per_sec: Option<u32>,
     /// Burst allowed above the read rate [default: the rate].
@@ -67,6 +71,8 @@ pub struct FileConfig {
     pub allow_fresh_auditor: Option<bool>,
     /// Oldest an auditor's newest co-signature may be at start-up, seconds.
     pub auditor_max_age_secs: Option<u64>,
+    /// A private CA (PEM) for the auditors' HTTPS.
+    pub auditor_ca_file: Option<PathBuf>,
     /// HTTPS: the certificate chain (PEM), with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// HTTPS: the private key (PEM), with `tls_cert`.
@@ -125,6 +131,8 @@ pub struct ServeConfig {
     /// Oldest an auditor's newest co-signature may be at start-up: an older one may be
     /// a replay of what the auditor said before this data directory fell behind.
     pub auditor_max_age: Duration,
+    /// A private CA (PEM) trusted for the auditors' HTTPS, besides the system's roots.
+    pub auditor_ca_file: Option<PathBuf>,
     /// Serve HTTPS with this certificate and key (`None`: plain HTTP, for a TLS proxy
     /// in front or loopback).
     pub tls: Option<kt_client::serve::TlsFiles>,
@@ -163,6 +171,8 @@ pub struct Overrides {
     pub allow_fresh_auditor: Option<bool>,
     /// `--auditor-max-age` / `KT_AUDITOR_MAX_AGE`.
     pub auditor_max_age_secs: Option<u64>,
+    /// `--auditor-ca-file` / `KT_AUDITOR_CA_FILE`.
+    pub auditor_ca_file: Option<PathBuf>,
     /// `--tls-cert` / `KT_TLS_CERT`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key` / `KT_TLS_KEY`.
@@ -196,10 +206,20 @@ impl ServeConfig {
             blob_send_timeout: file
                 .blob_send_timeout_secs
                 .map_or(d.blob_send_timeout, Duration::from_secs),
+            max_blob_readers_per_client: file
+                .max_blob_readers_per_client
+                .unwrap_or(d.max_blob_readers_per_client),
+            blob_min_rate: file
+                .blob_min_rate_kib
+                .map_or(d.blob_min_rate, |k| k.saturating_mul(1024)),
         };
-        if limits.max_blob_readers == 0 || limits.blob_send_timeout.is_zero() {
+        if limits.max_blob_readers == 0
+            || limits.blob_send_timeout.is_zero()
+            || limits.max_blob_readers_per_client == 0
+            || limits.blob_min_rate == 0
+        {
             return Err(ConfigError::Invalid(
-                "max_blob_readers and blob_send_timeout_secs must be at least 1".into(),
+                "max_blob_readers, blob_send_timeout_secs, max_blob_readers_per_client and blob_min_rate_kib must be at least 1".into(),
             ));
         }
         if limits.max_concurrent_requests == 0 {
@@ -278,6 +298,7 @@ impl ServeConfig {
             allow_fresh_auditor: over.allow_fresh_auditor.or(file.allow_fresh_auditor).unwrap_or(false),
             tls: kt_client::serve::TlsFiles::from_flags(over.tls_cert.or(file.tls_cert), over.tls_key.or(file.tls_key))
                 .map_err(ConfigError::Invalid)?,
+            auditor_ca_file: over.auditor_ca_file.or(file.auditor_ca_file),
             auditor_max_age: Duration::from_secs(
                 over.auditor_max_age_secs
                     .or(file.auditor_max_age_secs)

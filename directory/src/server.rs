@@ -38,6 +38,10 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         auditors: crate::witness::parse_auditors(&config.auditors)?,
         allow_fresh: config.allow_fresh_auditor,
         max_age: config.auditor_max_age,
+        roots: match &config.auditor_ca_file {
+            Some(path) => kt_client::http::read_ca_file(path).map_err(|e| anyhow::anyhow!("--auditor-ca-file: {e}"))?,
+            None => Vec::new(),
+        },
         timeout: std::time::Duration::from_secs(30),
     };
     crate::witness::check(&witness, &shared).await?;
@@ -182,7 +186,7 @@ async fn http(
         epoch_interval_secs: config.epoch_interval.as_secs(),
         read_guard,
         verify_proofs: config.verify_proofs,
-        blobs: crate::http::BlobServer::new(config.limits.max_blob_readers, config.limits.blob_send_timeout),
+        blobs: crate::http::BlobServer::new(&config.limits),
     };
     let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)

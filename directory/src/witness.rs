@@ -108,6 +108,8 @@ pub struct WitnessConfig {
     pub max_age: Duration,
     /// Timeout of each request.
     pub timeout: Duration,
+    /// Roots trusted besides the system's (a private CA's).
+    pub roots: Vec<reqwest::Certificate>,
 }
 
 /// Parses `URL=KEY` specs (`KEY`: 64 hex digits).
@@ -135,7 +137,8 @@ pub async fn check(config: &WitnessConfig, shared: &Shared) -> Result<(), Witnes
             auditor: url.clone(),
             reason,
         };
-        let client = DirectoryClient::new(url, config.timeout).map_err(|e| unreachable(e.to_string()))?;
+        let client =
+            DirectoryClient::with_roots(url, config.timeout, &config.roots).map_err(|e| unreachable(e.to_string()))?;
         let theirs: CoSignedHead = match client.get_json("/v1/heads/latest").await {
             Ok(h) => h,
             Err(HttpError::NotFound(_)) if config.allow_fresh => {

@@ -39,6 +39,9 @@ enum Lie {
     Head(Box<SignedHead>),
     /// Every request is a 500 whose error holds terminal escape sequences.
     Escapes,
+    /// In front of an auditor: `GET /v1/heads/{n}` is answered with its genuine,
+    /// co-signed answer for epoch n - 1.
+    EarlierEpoch,
 }
 
 #[derive(Clone)]
@@ -100,6 +103,12 @@ async fn answer(State(p): State<Proxy>, request: Request) -> Response {
             return json(h.sign(&p.key).expect("sign"));
         }
         (Lie::Head(head), "/v1/heads/latest") => return json(head.as_ref()),
+        (Lie::EarlierEpoch, p2) if p2.starts_with("/v1/heads/") => {
+            if let Some(n) = p2["/v1/heads/".len()..].parse::<u64>().ok().filter(|n| *n > 0) {
+                let (status, body) = upstream(&p, &format!("/v1/heads/{}", n - 1)).await;
+                return (status, [("content-type", "application/json")], body).into_response();
+            }
+        }
         _ => {}
     }
     let (status, body) = upstream(&p, &path).await;
@@ -253,6 +262,18 @@ async fn signed_but_contradicting_heads_are_refused_and_never_remembered() {
     let r = kt(&url, &d, &state, &["--auditor", &spec, "--auditor", &spec, "head"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("twice"), "{}", r.stderr);
+    // An auditor (here a proxy in front of it) that answers with its genuine
+    // co-signature of another epoch: a bad answer (exit 9), not a fork.
+    let (shifted, shift) = proxy(&a.url, key.clone()).await;
+    *shift.lock().expect("lock") = Lie::EarlierEpoch;
+    let shifted_spec = format!("{shifted}={}", hex::encode(auditor_key.as_bytes()));
+    let r = kt(&url, &d, &state, &["--auditor", &shifted_spec, "head"]);
+    assert_eq!(r.code, 9, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("answered for epoch 1 when asked for 2"),
+        "{}",
+        r.stderr
+    );
 
     // A forged epoch 3 (signed, but not what the directory publishes next), then the
     // real epochs 3 and 4: the real 4 still follows the real 3, but the state holds the
@@ -283,6 +304,36 @@ async fn signed_but_contradicting_heads_are_refused_and_never_remembered() {
     );
     let list: kt_client::auditor::EvidenceList = auditor.get("/v1/evidence").await;
     assert_eq!(list.evidence[0].kind, kt_client::auditor::EvidenceKind::BrokenChain);
+
+    // A next epoch that follows the real 4 but is signed before it: time went back
+    // (exit 5, the newer epoch first), which the auditor accepts as a rollback.
+    let timed = tmp.path().join("timed.json");
+    assert_eq!(kt(&url, &d, &timed, &["head"]).code, 0);
+    let four: SignedHead = api.get("/v1/heads/latest").await;
+    let mut early = four.head.clone();
+    early.epoch = four.head.epoch + 1;
+    early.previous_root = four.head.root;
+    early.root = [0x77; 32];
+    early.timestamp_ms = four.head.timestamp_ms - 1000;
+    *lie.lock().expect("lock") = Lie::Head(Box::new(early.sign(&key).expect("sign")));
+    let r = kt(&url, &d, &timed, &["--max-head-age", "0", "head"]);
+    *lie.lock().expect("lock") = Lie::Honest;
+    assert_eq!(r.code, 5, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("time went backwards"), "{}", r.stderr);
+    let evidence: ForkEvidence = serde_json::from_str(&r.stdout).expect("evidence on stdout");
+    assert_eq!(
+        (evidence.first.head.epoch, evidence.second.head.epoch),
+        (four.head.epoch + 1, four.head.epoch)
+    );
+    let (status, body) = post_evidence(&a.url, &r.stdout).await;
+    assert_eq!(status, 201, "the auditor accepts time going back: {body}");
+    let list: kt_client::auditor::EvidenceList = auditor.get("/v1/evidence").await;
+    assert!(
+        list.evidence
+            .iter()
+            .any(|e| e.kind == kt_client::auditor::EvidenceKind::Rollback),
+        "{list:?}"
+    );
 }
 
 async fn post_evidence(url: &str, body: &str) -> (u16, String) {
@@ -324,7 +375,8 @@ async fn a_server_cannot_write_to_the_terminal() {
     assert!(refused.is_err_and(|e| e.contains("400")), "bidi label accepted");
 }
 
-/// Eight `kt` runs at once share one state file: none fails, none loses another's
+/// Sixteen `kt` runs at once share one state file while epochs are published: none
+/// fails (an older head saved after a newer one is no rollback), none loses another's
 /// head, and no temporary file is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_clients_share_a_state_file() {
@@ -334,7 +386,7 @@ async fn parallel_clients_share_a_state_file() {
     let api = Api::new(&server.url, &d.token);
     api.publish_epochs(1, 10, "p").await;
     let state: PathBuf = tmp.path().join("shared").join("state.json");
-    let runs: Vec<_> = (0..8)
+    let runs: Vec<_> = (0..16)
         .map(|i| {
             let (url, d, state) = (server.url.clone(), d.clone(), state.clone());
             std::thread::spawn(move || {
@@ -348,13 +400,20 @@ async fn parallel_clients_share_a_state_file() {
             })
         })
         .collect();
+    // Epochs land while they run: a run that saw epoch n saves after one that saw
+    // n + 1, which is no rollback.
+    api.publish_epochs(2, 5, "q").await;
     for run in runs {
         let r = run.join().expect("join");
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     }
     let saved = kt_client::state::State::load(&state).expect("the state file parses");
     let dir = saved.directories.values().next().expect("one directory");
-    assert_eq!(dir.latest().map(|h| h.head.epoch), Some(1));
+    assert!(
+        dir.latest().is_some_and(|h| (1..=3).contains(&h.head.epoch)),
+        "{:?}",
+        dir.latest()
+    );
     let leftovers: Vec<_> = std::fs::read_dir(state.parent().expect("dir"))
         .expect("dir")
         .filter_map(Result::ok)

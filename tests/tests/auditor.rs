@@ -268,6 +268,9 @@ enum Lie {
     FutureHead(u64),
     /// Change the root of this epoch's head (the signature no longer matches).
     ForgeHead(u64),
+    /// Serve this epoch's head as the directory's key signs it for another log (another
+    /// namespace): genuine, replayable, and no contradiction of this log.
+    OtherNamespace(u64),
     /// Pass everything through unchanged.
     Honest,
     /// Answer every request with 500.
@@ -336,6 +339,11 @@ fn forge(p: &Proxy, body: Vec<u8>) -> Vec<u8> {
             h.timestamp_ms += 10 * 365 * 24 * 3600 * 1000;
             head = h.sign(p.key.as_ref().expect("the directory's key")).expect("sign");
         }
+        Lie::OtherNamespace(target) if head.head.epoch == target => {
+            let mut h = head.head.clone();
+            h.namespace = "another-log".into();
+            head = h.sign(p.key.as_ref().expect("the directory's key")).expect("sign");
+        }
         _ => return body,
     }
     serde_json::to_vec(&head).expect("json")
@@ -358,14 +366,36 @@ async fn blob(State(p): State<Proxy>, AxPath((e, prev, cur)): AxPath<(u64, Strin
                 _ => false,
             };
             if flip {
-                // The middle of a proof is inside a hash: it still decodes.
-                let mid = body.len() / 2;
-                body[mid] ^= 0x01;
+                flip_where_it_decodes(e, &mut body);
             }
             body.into_response()
         }
         Err(r) => r,
     }
+}
+
+/// Flips one bit of the proof `body`, from its middle on, at the first place where it
+/// still decodes (inside a hash or a value): a proof that does not verify, never
+/// garbage, whatever the layout of this run's blob.
+fn flip_where_it_decodes(epoch: u64, body: &mut [u8]) {
+    use akd::local_auditing::{AuditBlob, AuditBlobName};
+    let start = body.len() / 2;
+    for at in (start..body.len()).chain(0..start) {
+        body[at] ^= 0x01;
+        let blob = AuditBlob {
+            name: AuditBlobName {
+                epoch,
+                previous_hash: [0; 32],
+                current_hash: [0; 32],
+            },
+            data: body.to_vec(),
+        };
+        if blob.decode().is_ok() {
+            return;
+        }
+        body[at] ^= 0x01;
+    }
+    panic!("no bit of the proof can be flipped with the proof still decoding");
 }
 
 /// A lying directory: the real one behind a proxy that tampers with one thing.
@@ -467,17 +497,23 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
     // the auditor verifies and co-signs every epoch, and no evidence exists.
     for (name, lie) in [
         ("forge", Lie::ForgeHead(2)),
+        ("other-namespace", Lie::OtherNamespace(2)),
         ("damaged-once", Lie::FlipProofByteOnce(2)),
     ] {
-        let (proxy, switch) = switchable_proxy(&server.url, lie).await;
+        let (proxy, switch) = switchable_proxy_with_key(&server.url, lie, Some(signing.clone())).await;
         let adir = tmp.path().join(name);
         init_auditor(&adir);
         let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
         let auditor = Api::new(&a.url, "");
-        if name == "forge" {
+        let what = match name {
+            "forge" => "bad_signature",
+            "other-namespace" => "other_namespace",
+            _ => "invalid_proof_refetched",
+        };
+        if name != "damaged-once" {
             let s = auditor
                 .wait_status("unusable head", |s| {
-                    s.state == AuditState::Lagging && s.reason.contains("bad_signature")
+                    s.state == AuditState::Lagging && s.reason.contains(what)
                 })
                 .await;
             assert_eq!(s.last_verified_epoch, Some(1), "{s:?}");
@@ -492,11 +528,6 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
         assert_eq!(s.evidence_count, 0, "{name}: {s:?}");
         let (_, metrics) = auditor.get_raw("/metrics").await;
         let metrics = String::from_utf8_lossy(&metrics);
-        let what = if name == "forge" {
-            "bad_signature"
-        } else {
-            "invalid_proof_refetched"
-        };
         assert!(
             metrics.lines().any(|l| l
                 .starts_with(&format!("kt_auditor_unauthenticated_answers_total{{what=\"{what}\"}}"))

@@ -146,8 +146,9 @@ fn rss_of(pid: u32) -> u64 {
 
 /// Anonymous readers of a large audit blob who read slowly, or stop reading: they
 /// share one copy of the blob (the server's memory does not grow with them), at most
-/// `max_blob_readers` are served at once (the next one gets 503 at once), and one too
-/// slow is cut off after `blob_send_timeout_secs`, which frees its slot.
+/// `max_blob_readers` are served at once (the next one gets 503 at once; all come from
+/// one address here, so the per-address limit is raised to 8), and one too slow is cut
+/// off after `blob_send_timeout_secs`, which frees its slot.
 #[test]
 fn slow_blob_readers_share_one_copy_are_bounded_and_cut_off() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -155,7 +156,7 @@ fn slow_blob_readers_share_one_copy_are_bounded_and_cut_off() {
     let config = tmp.path().join("directory.toml");
     std::fs::write(
         &config,
-        "max_updates_per_request = 10000\nmax_body_bytes = 8388608\nmax_blob_readers = 8\nblob_send_timeout_secs = 4\n",
+        "max_updates_per_request = 10000\nmax_body_bytes = 8388608\nmax_blob_readers = 8\nmax_blob_readers_per_client = 8\nblob_send_timeout_secs = 4\n",
     )
     .expect("config");
     let server = Server::start(&d.data_dir, &["--config", config.to_str().expect("utf8")]);

@@ -7,11 +7,14 @@
 //! - one shared copy per blob ([`Bytes`], reference counted), the newest one read kept
 //!   for the next reader; every response is a stream of slices of it (the JSON route
 //!   encodes base64 slice by slice);
-//! - at most `max_blob_readers` blob responses at once (beyond that, `503` at once);
-//! - each response is written by a task of its own into a small channel, with a
-//!   deadline (`blob_send_timeout`): a reader too slow to take it by then is cut off,
-//!   and its task lets go of the blob and its slot even if the reader never reads
-//!   again.
+//! - at most `max_blob_readers` blob responses at once, and at most
+//!   `max_blob_readers_per_client` for one client address (beyond that, `503` at once);
+//! - each response is written by a task of its own into a small channel, on a
+//!   schedule: after a grace of ten seconds it must keep up `blob_min_rate`, and it
+//!   never takes longer than `blob_send_timeout`. A reader that falls behind is cut
+//!   off, and its task lets go of the blob and its slot even if the reader never reads
+//!   again. Slow readers cannot hold the slots for long, and one address cannot hold
+//!   them all.
 
 use super::ApiError;
 use crate::storage::{Cf, Store};
@@ -19,6 +22,8 @@ use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -29,6 +34,9 @@ const RAW_CHUNK: usize = 64 << 10;
 /// Bytes of blob encoded per slice of the JSON form (a multiple of 3: base64 of each
 /// slice is then a prefix of the whole encoding).
 const JSON_CHUNK: usize = 48 << 10;
+/// Time a blob download has before [`BlobServer`]'s minimum rate applies (a
+/// connection's slow start, the store read).
+const GRACE: Duration = Duration::from_secs(10);
 
 /// The blob routes' shared state.
 #[derive(Debug, Clone)]
@@ -39,26 +47,100 @@ pub struct BlobServer {
     loading: Arc<tokio::sync::Mutex<()>>,
     /// Blob responses in flight.
     slots: Arc<Semaphore>,
+    /// Responses in flight by client address (only addresses with one or more).
+    by_client: ByClient,
+    /// Most responses in flight for one address.
+    per_client: usize,
     /// Longest time one response may take to be written.
     send_timeout: Duration,
+    /// Slowest pace after the grace, bytes per second.
+    min_rate: u64,
+    /// Time before the minimum rate applies ([`GRACE`]; shorter in tests).
+    grace: Duration,
+}
+
+/// Blob responses in flight by client address.
+type ByClient = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One blob response's share of the limits; given back when dropped.
+#[derive(Debug)]
+pub struct BlobSlot {
+    _permit: OwnedSemaphorePermit,
+    /// The address counted in `by_client`, and the map to count it out of.
+    client: Option<(IpAddr, ByClient)>,
+}
+
+impl Drop for BlobSlot {
+    fn drop(&mut self) {
+        if let Some((ip, map)) = &self.client {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = map.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(ip);
+                }
+            }
+        }
+    }
 }
 
 impl BlobServer {
-    /// At most `readers` blob responses at once, each cut off after `send_timeout`.
-    pub fn new(readers: usize, send_timeout: Duration) -> BlobServer {
+    /// At most `limits.max_blob_readers` blob responses at once, and
+    /// `limits.max_blob_readers_per_client` per client address, each cut off when it
+    /// falls behind `limits.blob_min_rate` or takes longer than
+    /// `limits.blob_send_timeout`.
+    pub fn new(limits: &super::Limits) -> BlobServer {
         BlobServer {
             cached: Arc::default(),
             loading: Arc::default(),
-            slots: Arc::new(Semaphore::new(readers.max(1))),
-            send_timeout,
+            slots: Arc::new(Semaphore::new(limits.max_blob_readers.max(1))),
+            by_client: Arc::default(),
+            per_client: limits.max_blob_readers_per_client.max(1),
+            send_timeout: limits.blob_send_timeout,
+            min_rate: limits.blob_min_rate.max(1),
+            grace: GRACE,
         }
     }
 
-    /// A slot for one response, or `503` at once when all are taken.
-    pub fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.slots)
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Unavailable("too many audit blob downloads in flight; retry shortly".into()))
+    /// A slot for one response to `client` (its address, when known), or `503` at
+    /// once when all slots, or all of that address's, are taken.
+    pub fn slot(&self, client: Option<IpAddr>) -> Result<BlobSlot, ApiError> {
+        let counted = match client {
+            Some(ip) => {
+                let mut map = self.by_client.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = map.entry(ip).or_insert(0);
+                if *n >= self.per_client {
+                    return Err(ApiError::Unavailable(format!(
+                        "this address already has {} audit blob download(s) in flight; retry when it is done",
+                        self.per_client
+                    )));
+                }
+                *n += 1;
+                Some((ip, Arc::clone(&self.by_client)))
+            }
+            None => None,
+        };
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Ok(BlobSlot {
+                _permit: permit,
+                client: counted,
+            }),
+            // The address was counted in: count it out again.
+            Err(_) => {
+                if let Some((ip, map)) = &counted {
+                    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(n) = map.get_mut(ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            map.remove(ip);
+                        }
+                    }
+                }
+                Err(ApiError::Unavailable(
+                    "too many audit blob downloads in flight; retry shortly".into(),
+                ))
+            }
+        }
     }
 
     /// The blob of `epoch`: the shared copy if it is the one kept, else read once.
@@ -87,7 +169,7 @@ impl BlobServer {
     }
 
     /// The blob as is, streamed in slices.
-    pub fn raw(&self, blob: Bytes, slot: OwnedSemaphorePermit) -> Body {
+    pub fn raw(&self, blob: Bytes, slot: BlobSlot) -> Body {
         let len = blob.len();
         let chunks = (0..len)
             .step_by(RAW_CHUNK)
@@ -96,7 +178,7 @@ impl BlobServer {
     }
 
     /// `{"epoch":…,"name":…,"blob":"<base64>"}`, the base64 encoded slice by slice.
-    pub fn json(&self, epoch: u64, name: &str, blob: Bytes, slot: OwnedSemaphorePermit) -> Body {
+    pub fn json(&self, epoch: u64, name: &str, blob: Bytes, slot: BlobSlot) -> Body {
         let head = serde_json::json!({ "epoch": epoch, "name": name }).to_string();
         // `{"epoch":..,"name":..}` → `{"epoch":..,"name":..,"blob":"`
         let prefix = Bytes::from(format!("{},\"blob\":\"", head.trim_end_matches('}')));
@@ -110,18 +192,24 @@ impl BlobServer {
         self.stream(chunks, slot)
     }
 
-    /// Writes `chunks` from a task of its own through a channel of two slices; after
-    /// the deadline the task stops and lets go of the blob and the slot, and the body
-    /// ends in an error (the client sees a cut response, never a short one that looks
-    /// complete).
-    fn stream(&self, chunks: impl Iterator<Item = Bytes> + Send + 'static, slot: OwnedSemaphorePermit) -> Body {
+    /// Writes `chunks` from a task of its own through a channel of two slices. Each
+    /// slice has a deadline: the grace plus the bytes before it at the minimum rate,
+    /// and never past the send timeout. A reader behind schedule is cut off: the task
+    /// lets go of the blob and the slot, and the body ends in an error (the client
+    /// sees a cut response, never a short one that looks complete).
+    fn stream(&self, chunks: impl Iterator<Item = Bytes> + Send + 'static, slot: BlobSlot) -> Body {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let deadline = Instant::now() + self.send_timeout;
+        let start = Instant::now();
+        let (send_timeout, min_rate, grace) = (self.send_timeout, self.min_rate, self.grace);
         let done = Arc::clone(&complete);
         tokio::spawn(async move {
             let _slot = slot;
+            let mut sent: u64 = 0;
             for chunk in chunks {
+                let paced = grace + Duration::from_secs_f64(sent as f64 / min_rate as f64);
+                let deadline = start + paced.min(send_timeout);
+                sent += chunk.len() as u64;
                 match tokio::time::timeout_at(deadline, tx.send(chunk)).await {
                     Ok(Ok(())) => {}
                     // The reader went away.
@@ -165,12 +253,64 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    fn limits(readers: usize, send_timeout: Duration) -> crate::http::Limits {
+        crate::http::Limits {
+            max_blob_readers: readers,
+            blob_send_timeout: send_timeout,
+            ..crate::http::Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_slot() {
+        let server = BlobServer::new(&limits(3, Duration::from_secs(60)));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
+        let first = server.slot(Some(a)).expect("a's first");
+        assert!(server.slot(Some(a)).is_err(), "one per address by default");
+        let _b = server.slot(Some(b)).expect("another address");
+        let _unknown = server.slot(None).expect("the last slot");
+        // All three taken: b's second is refused by the total, and counted out again.
+        assert!(server.slot(Some(b)).is_err());
+        drop(first);
+        let _a = server.slot(Some(a)).expect("a's slot came back with its response");
+        assert_eq!(server.by_client.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_the_minimum_rate_is_cut_off_before_the_timeout() {
+        let mut server = BlobServer::new(&crate::http::Limits {
+            max_blob_readers: 1,
+            blob_send_timeout: Duration::from_secs(60),
+            blob_min_rate: 10 * RAW_CHUNK as u64,
+            ..crate::http::Limits::default()
+        });
+        server.grace = Duration::from_millis(100);
+        let blob: Bytes = vec![7u8; 40 * RAW_CHUNK].into();
+        let mut body = server.raw(blob, server.slot(None).expect("slot"));
+        // A tenth of the pace: one slice every second where ten were due.
+        let started = std::time::Instant::now();
+        let mut cut = false;
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        assert!(cut, "a reader at a tenth of the minimum rate is cut off");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "long before the 60 s timeout"
+        );
+        assert!(server.slot(None).is_ok(), "and its slot is free");
+    }
+
     #[tokio::test]
     async fn the_json_form_is_the_whole_blob_in_base64_and_slots_are_bounded() {
-        let server = BlobServer::new(1, Duration::from_secs(60));
+        let server = BlobServer::new(&limits(1, Duration::from_secs(60)));
         let blob: Bytes = (0..200_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>().into();
-        let slot = server.slot().expect("a slot");
-        assert!(server.slot().is_err(), "one reader at a time");
+        let slot = server.slot(None).expect("a slot");
+        assert!(server.slot(None).is_err(), "one reader at a time");
         let body = server.json(5, "5/aa/bb", blob.clone(), slot);
         let bytes = body.collect().await.expect("body").to_bytes();
         assert_eq!(bytes.len(), BlobServer::json_len(5, "5/aa/bb", blob.len()));
@@ -179,21 +319,21 @@ mod tests {
         assert_eq!(B64.decode(parsed.blob).expect("base64"), blob);
         // The slot comes back once the response is written.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let slot = server.slot().expect("free again");
+        let slot = server.slot(None).expect("free again");
         let raw = server.raw(blob.clone(), slot).collect().await.expect("raw").to_bytes();
         assert_eq!(raw, blob);
     }
 
     #[tokio::test]
     async fn a_reader_that_stops_reading_is_cut_off_and_frees_its_slot() {
-        let server = BlobServer::new(1, Duration::from_millis(200));
+        let server = BlobServer::new(&limits(1, Duration::from_millis(200)));
         let blob: Bytes = vec![7u8; 10 * RAW_CHUNK].into();
-        let mut body = server.raw(blob, server.slot().expect("slot"));
+        let mut body = server.raw(blob, server.slot(None).expect("slot"));
         // Read one slice, then stop.
         let first = body.frame().await.expect("a frame").expect("ok");
         assert!(first.is_data());
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(server.slot().is_ok(), "the stalled response let go of its slot");
+        assert!(server.slot(None).is_ok(), "the stalled response let go of its slot");
         // What the reader finds when it comes back: the buffered slices, then an error.
         let mut failed = false;
         while let Some(frame) = body.frame().await {

@@ -47,7 +47,14 @@ impl ReadGuard {
 }
 
 /// The middleware on every read route.
-pub(super) async fn guard_reads(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The client's address as the read routes see it (`None` without one: tests
+/// driving the router directly). Put in the request by [`guard_reads`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientIp(pub Option<IpAddr>);
+
+pub(super) async fn guard_reads(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    request.extensions_mut().insert(ClientIp(client));
     let guard = &state.read_guard;
     if let Some(expected) = guard.token_hash {
         let given = request

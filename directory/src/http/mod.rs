@@ -47,6 +47,12 @@ pub struct Limits {
     pub max_blob_readers: usize,
     /// Longest time one audit blob download may take; a slower reader is cut off.
     pub blob_send_timeout: Duration,
+    /// Most audit blob downloads one client address holds at once, so that a few
+    /// slow connections from one place cannot take every slot.
+    pub max_blob_readers_per_client: usize,
+    /// Slowest pace a blob download may keep after its first ten seconds, bytes per
+    /// second: a reader that falls behind it is cut off long before `blob_send_timeout`.
+    pub blob_min_rate: u64,
 }
 
 impl Default for Limits {
@@ -61,6 +67,8 @@ impl Default for Limits {
             max_concurrent_requests: 512,
             max_blob_readers: 4,
             blob_send_timeout: Duration::from_secs(300),
+            max_blob_readers_per_client: 1,
+            blob_min_rate: 512 << 10,
         }
     }
 }

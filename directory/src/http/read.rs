@@ -331,15 +331,16 @@ pub(super) async fn history(
 /// and a response slot.
 async fn blob(
     state: &AppState,
+    client: Option<super::guard::ClientIp>,
     epoch: u64,
-) -> Result<(String, bytes::Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<(String, bytes::Bytes, super::blobs::BlobSlot), ApiError> {
     let latest = state.shared.latest_blob_epoch.load(std::sync::atomic::Ordering::SeqCst);
     if epoch == 0 || epoch > latest {
         return Err(ApiError::NotFound(format!(
             "no audit blob for epoch {epoch} (blobs exist for epochs 1 to {latest})"
         )));
     }
-    let slot = state.blobs.slot()?;
+    let slot = state.blobs.slot(client.and_then(|c| c.0))?;
     let head = stored_head(state, epoch).await?.head;
     let data = state.blobs.get(&state.shared.storage, epoch).await?;
     Ok((blob_name(epoch, &head.previous_root, &head.root), data, slot))
@@ -353,10 +354,11 @@ fn blob_name(epoch: u64, previous: &[u8; 32], current: &[u8; 32]) -> String {
 /// encoded slice by slice from the one shared copy of the blob).
 pub(super) async fn audit_blob(
     State(state): State<AppState>,
+    client: Option<axum::Extension<super::guard::ClientIp>>,
     epoch: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(epoch) = epoch.map_err(|r| path_err("epoch", &r))?;
-    let (name, data, slot) = blob(&state, epoch).await?;
+    let (name, data, slot) = blob(&state, client.map(|c| c.0), epoch).await?;
     let len = super::blobs::BlobServer::json_len(epoch, &name, data.len());
     let body = state.blobs.json(epoch, &name, data, slot);
     Ok((
@@ -372,6 +374,7 @@ pub(super) async fn audit_blob(
 /// `GET /{epoch}/{hex previous root}/{hex root}`: the raw blob, WhatsApp-style.
 pub(super) async fn audit_blob_by_name(
     State(state): State<AppState>,
+    client: Option<axum::Extension<super::guard::ClientIp>>,
     parts: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("no such audit blob".into());
@@ -379,7 +382,7 @@ pub(super) async fn audit_blob_by_name(
     let epoch: u64 = epoch.parse().map_err(|_| not_found())?;
     let previous: [u8; 32] = hex_array(&previous, "previous root").map_err(|_| not_found())?;
     let current: [u8; 32] = hex_array(&current, "root").map_err(|_| not_found())?;
-    let (name, data, slot) = blob(&state, epoch).await?;
+    let (name, data, slot) = blob(&state, client.map(|c| c.0), epoch).await?;
     if name != blob_name(epoch, &previous, &current) {
         return Err(ApiError::NotFound(format!(
             "the audit blob of epoch {epoch} is named {name}"

@@ -77,7 +77,7 @@ async fn start_guarded(
         epoch_interval_secs: 3600,
         read_guard,
         verify_proofs: true,
-        blobs: super::BlobServer::new(4, std::time::Duration::from_secs(60)),
+        blobs: super::BlobServer::new(&super::Limits::default()),
     };
     (router(state), pinned, stop)
 }
