@@ -93,7 +93,11 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
 
 /// Whether `url` is plain `http://` to a host other than this one.
 fn plain_http_off_host(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or_default();
@@ -120,7 +124,12 @@ mod tests {
         ] {
             assert!(!plain_http_off_host(quiet), "{quiet}");
         }
-        for loud in ["http://example.org", "http://10.0.0.1:8080/", "http://[2001:db8::1]:80"] {
+        for loud in [
+            "http://example.org",
+            "HTTP://example.org",
+            "http://10.0.0.1:8080/",
+            "http://[2001:db8::1]:80",
+        ] {
             assert!(plain_http_off_host(loud), "{loud}");
         }
     }

@@ -221,9 +221,14 @@ impl DirectoryClient {
     }
 
     /// [`Self::audit_blob`] from the origin: a cache that kept a damaged copy must not
-    /// answer a refetch with the same bytes.
+    /// answer a refetch with the same bytes. Besides `Cache-Control: no-cache` (which
+    /// many CDNs ignore), a query string no cache has seen makes it another URL; the
+    /// directory ignores it.
     pub async fn audit_blob_uncached(&self, name: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
-        self.fetch_with(&format!("/{name}"), limit, true).await
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.fetch_with(&format!("/{name}?fresh={unique}"), limit, true).await
     }
 
     /// `GET /v1/info`.

@@ -234,12 +234,28 @@ impl State {
             }
             Err(e) => return Err(err(e.to_string())),
         };
-        let state: State = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        State::from_slice(&bytes).map_err(err)
+    }
+
+    /// Parses a state file's bytes: its format version, and every kept head filed
+    /// under its own epoch (a head filed under another would slip past the checks
+    /// that look its neighbours up by epoch).
+    pub fn from_slice(bytes: &[u8]) -> Result<State, String> {
+        let state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if state.version != STATE_VERSION {
-            return Err(err(format!(
+            return Err(format!(
                 "format version {} (this build reads {STATE_VERSION})",
                 state.version
-            )));
+            ));
+        }
+        for (key, directory) in &state.directories {
+            if let Some((epoch, head)) = directory.heads.iter().find(|(e, h)| **e != h.head.epoch) {
+                return Err(format!(
+                    "directory {}: the head kept as epoch {epoch} is of epoch {}",
+                    crate::wire::printable(key, 80),
+                    head.head.epoch
+                ));
+            }
         }
         Ok(state)
     }
@@ -448,5 +464,13 @@ mod tests {
         assert!(State::load(&tmp).is_err());
         std::fs::write(&tmp, br#"{"version": 9, "directories": {}}"#).expect("write");
         assert!(State::load(&tmp).is_err());
+        // A head filed under another epoch (found by the client_state fuzz target).
+        let mut state = State {
+            version: STATE_VERSION,
+            ..State::default()
+        };
+        state.directory("ab").heads.insert(1, linked(0, 1, 0, 10));
+        std::fs::write(&tmp, serde_json::to_vec(&state).expect("json")).expect("write");
+        assert!(matches!(State::load(&tmp), Err(StateError::File { .. })));
     }
 }

@@ -255,6 +255,23 @@ async fn signed_but_contradicting_heads_are_refused_and_never_remembered() {
     *lie.lock().expect("lock") = Lie::Head(Box::new(huge.sign(&key).expect("sign")));
     let r = kt(&url, &d, &state, &["--auditor", &spec, "head"]);
     assert_eq!(r.code, 9, "{}", r.stderr);
+    // Nor by a monitor, which checks the head before it asks for the history.
+    let value = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8, 0, 0]);
+    let r = kt(
+        &url,
+        &d,
+        &state,
+        &[
+            "--auditor",
+            &spec,
+            "monitor",
+            "h-0-0@example.org",
+            "--expect",
+            &value,
+            "--once",
+        ],
+    );
+    assert_eq!(r.code, 9, "{}", r.stderr);
     *lie.lock().expect("lock") = Lie::Honest;
     let r = kt(&url, &d, &state, &["--auditor", &spec, "head"]);
     assert_eq!(r.code, 0, "the refused head was not remembered: {}", r.stderr);

@@ -105,6 +105,15 @@ impl BlobServer {
     /// A slot for one response to `client` (its address, when known), or `503` at
     /// once when all slots, or all of that address's, are taken.
     pub fn slot(&self, client: Option<IpAddr>) -> Result<BlobSlot, ApiError> {
+        // An IPv6 client chooses among the 2^64 addresses of its /64: count the /64.
+        let client = client.map(|ip| match ip {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(octets))
+            }
+            v4 => v4,
+        });
         let counted = match client {
             Some(ip) => {
                 let mut map = self.by_client.lock().unwrap_or_else(PoisonError::into_inner);
@@ -263,17 +272,23 @@ mod tests {
 
     #[tokio::test]
     async fn one_address_cannot_take_every_slot() {
-        let server = BlobServer::new(&limits(3, Duration::from_secs(60)));
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
+        let server = BlobServer::new(&limits(4, Duration::from_secs(60)));
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let first = server.slot(Some(a)).expect("a's first");
-        assert!(server.slot(Some(a)).is_err(), "one per address by default");
-        let _b = server.slot(Some(b)).expect("another address");
-        let _unknown = server.slot(None).expect("the last slot");
-        // All three taken: b's second is refused by the total, and counted out again.
+        let _second = server.slot(Some(a)).expect("a's second");
+        assert!(server.slot(Some(a)).is_err(), "two per address by default");
+        // Two addresses of one IPv6 /64 are one client.
+        let (v6a, v6b): (IpAddr, IpAddr) = ("2001:db8::1".parse().expect("ip"), "2001:db8::2:3".parse().expect("ip"));
+        let _v6 = server.slot(Some(v6a)).expect("a /64's first");
+        let _v6b = server.slot(Some(v6b)).expect("and second");
+        assert!(server.slot(Some(v6a)).is_err(), "the /64 is counted, not the address");
+        // All four taken: another address is refused by the total, and counted out again.
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
         assert!(server.slot(Some(b)).is_err());
+        assert!(server.slot(None).is_err());
         drop(first);
         let _a = server.slot(Some(a)).expect("a's slot came back with its response");
-        assert_eq!(server.by_client.lock().expect("lock").len(), 2);
+        assert_eq!(server.by_client.lock().expect("lock").len(), 2, "b was counted out");
     }
 
     #[tokio::test]

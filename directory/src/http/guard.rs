@@ -46,12 +46,13 @@ impl ReadGuard {
     }
 }
 
-/// The middleware on every read route.
 /// The client's address as the read routes see it (`None` without one: tests
 /// driving the router directly). Put in the request by [`guard_reads`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientIp(pub Option<IpAddr>);
 
+/// The middleware on every read route: the read token, the rate limit, and the
+/// client's address for the routes ([`ClientIp`]).
 pub(super) async fn guard_reads(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     request.extensions_mut().insert(ClientIp(client));

@@ -67,7 +67,7 @@ impl Default for Limits {
             max_concurrent_requests: 512,
             max_blob_readers: 4,
             blob_send_timeout: Duration::from_secs(300),
-            max_blob_readers_per_client: 1,
+            max_blob_readers_per_client: 2,
             blob_min_rate: 512 << 10,
         }
     }
