@@ -73,13 +73,18 @@ pub struct BlobSlot {
 impl Drop for BlobSlot {
     fn drop(&mut self) {
         if let Some((ip, map)) = &self.client {
-            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = map.get_mut(ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(ip);
-                }
-            }
+            count_out(map, *ip);
+        }
+    }
+}
+
+/// Takes one response of `ip` off `map`, forgetting the address at zero.
+fn count_out(map: &ByClient, ip: IpAddr) {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
         }
     }
 }
@@ -137,13 +142,7 @@ impl BlobServer {
             // The address was counted in: count it out again.
             Err(_) => {
                 if let Some((ip, map)) = &counted {
-                    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(n) = map.get_mut(ip) {
-                        *n -= 1;
-                        if *n == 0 {
-                            map.remove(ip);
-                        }
-                    }
+                    count_out(map, *ip);
                 }
                 Err(ApiError::Unavailable(
                     "too many audit blob downloads in flight; retry shortly".into(),
