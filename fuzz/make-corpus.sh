@@ -26,7 +26,10 @@ until aurl=$(sed -n 's/^listening on //p' "$work/a.log") && [ -n "$aurl" ]; do s
 token=$(cat "$work/d/operator.token")
 
 post() { curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
-rm -rf corpus && mkdir -p corpus/{signed_head,lookup_response,history_response,cosigned_head,audit_blob,fork_evidence,update_request}
+# Only the folders this script writes: client_state's seeds (and crash inputs found
+# later) and storage_record's (tests/storage_seeds.rs) stay.
+owned=corpus/{signed_head,lookup_response,absence_response,history_response,cosigned_head,audit_blob,fork_evidence,update_request}
+eval rm -rf "$owned" && eval mkdir -p "$owned"
 for epoch in 1 2 3; do
     body='{"updates":['
     for i in 1 2 3 4 5 6 7 8; do
@@ -43,6 +46,14 @@ for i in 1 2 3; do
     curl -sf "$url/v1/history/user$i%40example.org%2Fphone" >"corpus/history_response/user$i.json"
 done
 curl -sf "$url/v1/history/user4%40example.org%2Fphone?most_recent=1" >corpus/history_response/most_recent.json
+# Absence answers are 404s (curl -f would drop the body): a lookup, a history, and a
+# batch lookup with a present and an absent label.
+for what in lookup history; do
+    code=$(curl -s -o "corpus/absence_response/$what.json" -w '%{http_code}' "$url/v1/$what/nobody%40example.org%2Fphone")
+    [ "$code" = 404 ] || { echo "$what of an absent label answered $code" >&2; exit 1; }
+done
+curl -sf -H 'Content-Type: application/json' -d '{"labels":["user1@example.org/phone","nobody@example.org/phone"]}' \
+    "$url/v1/lookup" >corpus/absence_response/batch.json
 for e in 0 1 2 3; do curl -sf "$url/v1/heads/$e" >"corpus/signed_head/epoch$e.json"; done
 until curl -sf "$aurl/v1/heads/3" >/dev/null; do sleep 0.2; done
 for e in 0 2 3; do curl -sf "$aurl/v1/heads/$e" >"corpus/cosigned_head/epoch$e.json"; done

@@ -1,20 +1,24 @@
 //! Proof generation and verification at N entries (`KT_BENCH_ENTRIES`, default 100,000,
 //! plus one epoch of `KT_BENCH_BATCH` rotations, default 1,000): lookup and history
-//! proofs and audit proofs generated on our RocksDB backend and on akd's in-memory one
-//! side by side; a client's full check of a lookup answer; the auditor's check of an
+//! proofs, absence proofs (of labels never inserted) and audit proofs generated on our
+//! RocksDB backend and on akd's in-memory one side by side (the sizes of a lookup and an
+//! absence proof are printed); a client's full check of a lookup and an absence answer; the auditor's check of an
 //! audit blob; signing and verifying heads and co-signatures.
 //! Run: `cargo bench --profile release -p kt-benches --bench proofs`.
 
 use akd::HistoryParams;
 use akd::local_auditing::AuditBlob;
+use akd::storage::StorageManager;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
-use kt_benches::{DirectoryOn, env_size, load, load_label, memory, rocks, rotation_batch};
+use kt_benches::{DirectoryOn, env_size, load, load_label, memory_with_storage, rocks_with_storage, rotation_batch};
 use kt_client::cosign::Attestation;
 use kt_client::head::{Head, vrf_key_hash};
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{LookupResponse, encode_lookup_proof};
+use kt_client::wire::{AbsenceResponse, LookupResponse, encode_absence, encode_lookup_proof};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,7 +27,13 @@ use std::time::Duration;
 enum Proof {
     Lookup,
     History,
+    Absence,
     Audit,
+}
+
+/// A label never inserted: the `n`th absent one.
+fn absent_label(n: u64) -> akd::AkdLabel {
+    akd::AkdLabel::from(format!("absent/{n}").as_str())
 }
 
 /// Generation of one kind of proof on one backend.
@@ -31,10 +41,11 @@ fn generate<S: akd::storage::Database + 'static>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     rt: &tokio::runtime::Runtime,
     kind: Proof,
-    (name, dir): (&str, &DirectoryOn<S>),
+    (name, dir, storage): (&str, &DirectoryOn<S>, &StorageManager<S>),
     entries: u64,
     epoch: u64,
 ) {
+    let vrf = kt_benches::vrf();
     let next = AtomicU64::new(0);
     let label = || load_label(next.fetch_add(7919, Ordering::Relaxed) % entries);
     g.bench_function(BenchmarkId::new(name, entries), |b| {
@@ -45,6 +56,11 @@ fn generate<S: akd::storage::Database + 'static>(
                     dir.key_history(&label(), HistoryParams::default())
                         .await
                         .expect("history"),
+                ),
+                Proof::Absence => drop(
+                    kt_directory::absence::prove(storage, &vrf, &absent_label(next.fetch_add(1, Ordering::Relaxed)))
+                        .await
+                        .expect("absence"),
                 ),
                 Proof::Audit => drop(dir.audit(epoch - 1, epoch).await.expect("audit")),
             }
@@ -60,9 +76,9 @@ fn proofs(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (r, m, previous, current) = rt.block_on(async {
-        let r = rocks(&tmp.path().join("db")).await;
-        let m = memory().await;
+    let (r, r_storage, m, m_storage, previous, current) = rt.block_on(async {
+        let (r, r_storage) = rocks_with_storage(&tmp.path().join("db")).await;
+        let (m, m_storage) = memory_with_storage().await;
         load(&r, entries).await.expect("load rocksdb");
         load(&m, entries).await.expect("load memory");
         let previous = r.get_epoch_hash().await.expect("epoch hash");
@@ -70,27 +86,28 @@ fn proofs(c: &mut Criterion) {
         let current = r.publish(batch.clone()).await.expect("publish");
         let same = m.publish(batch).await.expect("publish");
         assert_eq!(current.hash(), same.hash(), "both backends hold the same tree");
-        (r, m, previous, current)
+        (r, r_storage, m, m_storage, previous, current)
     });
     let epoch = current.epoch();
 
     for (kind, title) in [
         (Proof::Lookup, format!("lookup_proof_at_{entries}")),
         (Proof::History, format!("history_proof_at_{entries}")),
+        (Proof::Absence, format!("absence_proof_at_{entries}")),
         (Proof::Audit, format!("audit_proof_{rotations}_rotations_at_{entries}")),
     ] {
         let mut g = c.benchmark_group(title);
         g.sample_size(20);
         g.measurement_time(Duration::from_secs(10));
-        generate(&mut g, &rt, kind, ("rocksdb", &r), entries, epoch);
-        generate(&mut g, &rt, kind, ("memory", &m), entries, epoch);
+        generate(&mut g, &rt, kind, ("rocksdb", &r, &r_storage), entries, epoch);
+        generate(&mut g, &rt, kind, ("memory", &m, &m_storage), entries, epoch);
         g.finish();
     }
 
     // What the other parties run on those proofs.
     let directory_key = SigningKey::from_bytes(&[1; 32]);
     let auditor_key = SigningKey::from_bytes(&[2; 32]);
-    let (answer, pinned, head, blob) = rt.block_on(async {
+    let (answer, absent, pinned, head, blob) = rt.block_on(async {
         let vrf = r.get_public_key().await.expect("vrf key").as_bytes().to_vec();
         let head = Head {
             namespace: "bench".into(),
@@ -108,6 +125,15 @@ fn proofs(c: &mut Criterion) {
             head: head.clone(),
             proof: encode_lookup_proof(&proof),
         };
+        let (absence, _) = kt_directory::absence::prove(&r_storage, &kt_benches::vrf(), &absent_label(0))
+            .await
+            .expect("absence");
+        let absent = AbsenceResponse {
+            error: "not in the directory".into(),
+            label: String::from_utf8(absent_label(0).0).expect("utf8"),
+            head: head.clone(),
+            absence: encode_absence(&absence),
+        };
         let audit = r.audit(epoch - 1, epoch).await.expect("audit");
         let blob = AuditBlob::new(previous.hash(), current.hash(), epoch, &audit.proofs[0]).expect("blob");
         let pinned = PinnedKeys {
@@ -115,13 +141,31 @@ fn proofs(c: &mut Criterion) {
             vrf_public_key: vrf,
             namespace: "bench".into(),
         };
-        (answer, pinned, head, blob.data)
+        (answer, absent, pinned, head, blob.data)
     });
     pinned
         .lookup_response(&answer.label, &answer)
         .expect("the answer verifies");
 
+    pinned
+        .absence_response(&absent.label, &absent)
+        .expect("the absence answer verifies");
+    // Proof sizes, as they travel (protobuf; each VRF proof of an absence is 80 bytes).
+    let lookup_bytes = B64.decode(&answer.proof).expect("b64").len();
+    let markers = &absent.absence.markers;
+    let absence_bytes: usize = markers
+        .iter()
+        .map(|m| B64.decode(&m.proof).expect("b64").len() + kt_client::wire::VRF_PROOF_LEN)
+        .sum();
+    println!(
+        "proof sizes at {entries} entries, epoch {epoch}: lookup {lookup_bytes} bytes, absence {absence_bytes} bytes ({} marker versions)",
+        markers.len()
+    );
+
     let mut g = c.benchmark_group("verify");
+    g.bench_function("client_absence_answer", |b| {
+        b.iter(|| pinned.absence_response(&absent.label, &absent).expect("verifies"))
+    });
     g.bench_function("client_lookup_answer", |b| {
         b.iter(|| pinned.lookup_response(&answer.label, &answer).expect("verifies"))
     });

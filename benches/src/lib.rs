@@ -37,6 +37,35 @@ pub async fn rocks(path: &Path) -> KtDirectory {
         .expect("open directory")
 }
 
+/// [`rocks`], with a storage manager over the same store for what akd's directory does
+/// not expose (absence proofs: `kt_directory::absence::prove`).
+pub async fn rocks_with_storage(path: &Path) -> (KtDirectory, StorageManager<kt_directory::storage::Store>) {
+    let path = path.to_owned();
+    let storage =
+        tokio::task::spawn_blocking(move || kt_directory::storage::RocksStorage::open(path, &StorageConfig::default()))
+            .await
+            .expect("open task")
+            .expect("open rocksdb");
+    let store = kt_directory::storage::Store::from(storage);
+    let dir = kt_directory::open_directory(store.clone(), vrf())
+        .await
+        .expect("open directory");
+    (dir, StorageManager::new_no_cache(store))
+}
+
+/// [`memory`], with a storage manager over the same database.
+pub async fn memory_with_storage() -> (MemDirectory, StorageManager<AsyncInMemoryDatabase>) {
+    let db = AsyncInMemoryDatabase::new();
+    let dir = Directory::new(
+        StorageManager::new(db.clone(), None, None, None),
+        vrf(),
+        AzksParallelismConfig::default(),
+    )
+    .await
+    .expect("in-memory directory");
+    (dir, StorageManager::new_no_cache(db))
+}
+
 /// A fresh in-memory directory, with akd's cache as the RocksDB one has.
 pub async fn memory() -> MemDirectory {
     Directory::new(

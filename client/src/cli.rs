@@ -5,15 +5,16 @@
 //!
 //! Exit codes: 0 verified; 1 other errors (network, usage, files); 3 a proof or head did
 //! not verify (or answered another question than asked); 4 rollback; 5 fork, broken
-//! chain or time running backwards (the two signed heads are printed as JSON); 6 label
-//! not found; 7 `monitor` saw a version its owner did not expect; 8 the head is too old
-//! or dated in the future; 9 not yet audited.
+//! chain or time running backwards (the two signed heads are printed as JSON); 6 the
+//! label is proven absent (a `404` without a valid absence proof is a 3); 7 `monitor`
+//! saw a version its owner did not expect; 8 the head is too old or dated in the
+//! future; 9 not yet audited.
 
 use crate::head::{SignedHead, hex_array};
 use crate::http::{DirectoryClient, HttpError};
 use crate::state::{DirectoryState, State, StateError};
 use crate::verify::{PinnedKeys, ResponseError};
-use crate::wire::{HistoryResponse, LookupResponse};
+use crate::wire::{AbsenceResponse, HistoryResponse, LookupResponse};
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -85,7 +86,8 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Look up a label's current value, verified.
+    /// Look up a label's current value, verified: present (exit 0), proven absent
+    /// (exit 6), or refused (exit 3, or the code of the check that failed).
     Lookup {
         /// The label (a device identifier).
         label: String,
@@ -109,7 +111,7 @@ enum Command {
     /// Watch your own label: at every new epoch, verify its history since the last
     /// verified epoch and fail the moment a version appears with another value.
     Monitor(MonitorArgs),
-    /// Verify a saved lookup or history response offline.
+    /// Verify a saved lookup, history or absence answer offline.
     Verify {
         /// The JSON response file (e.g. from `--save`).
         file: PathBuf,
@@ -194,10 +196,30 @@ fn code_of_state(e: StateError) -> anyhow::Error {
 }
 
 fn code_of_http(e: HttpError) -> anyhow::Error {
-    match e {
-        HttpError::NotFound(_) => coded(6, e),
-        other => coded(1, other),
-    }
+    coded(1, e)
+}
+
+/// Exit code of a label proven absent (`lookup`, `history`, `verify`).
+const EXIT_ABSENT: u8 = 6;
+
+/// A `404` for a label without an absence proof: nobody signed it, so it is refused
+/// like any answer that does not verify.
+fn unproven_absence(label: &str, message: &str) -> anyhow::Error {
+    coded(
+        3,
+        anyhow!(
+            "the directory says {} is not found but sends no absence proof: {message}",
+            crate::wire::printable(label, 300)
+        ),
+    )
+}
+
+/// What `lookup` and `history` print for a label proven absent.
+#[derive(Debug, Serialize)]
+struct Absent<'a> {
+    label: &'a str,
+    outcome: &'static str,
+    head: &'a SignedHead,
 }
 
 /// Everything a command needs: resolved settings, the client, the state.
@@ -522,6 +544,8 @@ impl From<&akd_core::VerifyResult> for Version {
 #[derive(Debug, Serialize)]
 struct Verified<'a, T> {
     label: &'a str,
+    /// `present` (a `lookup`), `history` or, in `--json` on failure, `refused`.
+    outcome: &'static str,
     #[serde(flatten)]
     result: T,
     head: &'a SignedHead,
@@ -565,61 +589,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut s = Session::open(cli.global, online)?;
     match cli.command {
         Command::Lookup { label, save } => {
-            let pinned = s.pinned(true).await?;
-            let response = s.client()?.lookup(&label).await.map_err(code_of_http)?;
-            save_json(save.as_deref(), &response)?;
-            let found = pinned.lookup_response(&label, &response).map_err(code_of_response)?;
-            s.check(&response.head)?;
-            s.check_audited(&pinned, &response.head).await?;
-            s.commit()?;
-            let v = Version::from(&found);
-            s.print(
-                &Verified {
-                    label: &label,
-                    result: &v,
-                    head: &response.head,
-                },
-                || {
-                    format!(
-                        "label={label} version={} epoch={} value={}\n{}",
-                        v.version,
-                        v.epoch,
-                        v.value,
-                        head_line(&response.head)
-                    )
-                },
-            )
+            let json = s.json;
+            let result = lookup(&mut s, &label, save.as_deref()).await;
+            refused_json(json, &label, result)
         }
         Command::History {
             label,
             most_recent,
             save,
         } => {
-            let pinned = s.pinned(true).await?;
-            let response = s.client()?.history(&label, most_recent).await.map_err(code_of_http)?;
-            save_json(save.as_deref(), &response)?;
-            let versions = pinned
-                .history_response(&label, most_recent, &response)
-                .map_err(code_of_response)?;
-            s.check(&response.head)?;
-            s.check_audited(&pinned, &response.head).await?;
-            s.commit()?;
-            let versions: Vec<Version> = versions.iter().map(Version::from).collect();
-            s.print(
-                &Verified {
-                    label: &label,
-                    result: serde_json::json!({ "versions": &versions }),
-                    head: &response.head,
-                },
-                || {
-                    let mut out: Vec<String> = versions
-                        .iter()
-                        .map(|v| format!("version={} epoch={} value={}", v.version, v.epoch, v.value))
-                        .collect();
-                    out.push(head_line(&response.head));
-                    out.join("\n")
-                },
-            )
+            let json = s.json;
+            let result = history(&mut s, &label, most_recent, save.as_deref()).await;
+            refused_json(json, &label, result)
         }
         Command::Head => {
             let pinned = s.pinned(true).await?;
@@ -636,7 +617,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let value: serde_json::Value =
                 serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-            if value.get("most_recent").is_some() {
+            if value.get("absence").is_some() {
+                let response: AbsenceResponse = serde_json::from_value(value).context("not an absence answer")?;
+                pinned
+                    .absence_response(&response.label, &response)
+                    .map_err(code_of_response)?;
+                s.print(
+                    &Absent {
+                        label: &response.label,
+                        outcome: "absent",
+                        head: &response.head,
+                    },
+                    || {
+                        format!(
+                            "verified absence of {} at epoch {}",
+                            crate::wire::printable(&response.label, 300),
+                            response.head.head.epoch
+                        )
+                    },
+                )?;
+                Err(crate::run::Exit(EXIT_ABSENT).into())
+            } else if value.get("most_recent").is_some() {
                 let response: HistoryResponse = serde_json::from_value(value).context("not a history response")?;
                 // A saved file holds its own question: what it proves is printed.
                 let versions = pinned
@@ -646,6 +647,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.print(
                     &Verified {
                         label: &response.label,
+                        outcome: "history",
                         result: serde_json::json!({ "versions": &versions }),
                         head: &response.head,
                     },
@@ -666,6 +668,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.print(
                     &Verified {
                         label: &response.label,
+                        outcome: "present",
                         result: &v,
                         head: &response.head,
                     },
@@ -683,6 +686,127 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config => Ok(()),
     }
+}
+
+/// With `--json`, a failed `lookup` or `history` also says so on stdout, so a script
+/// reads one of three outcomes there: `present` (or `history`), `absent`, `refused`.
+fn refused_json(json: bool, label: &str, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    let code = result
+        .as_ref()
+        .err()
+        .map(|e| e.downcast_ref::<Coded>().map_or(1, |c| c.code));
+    // A fork (5) already printed its evidence as the one JSON document on stdout.
+    if let Err(e) = &result
+        && json
+        && e.downcast_ref::<crate::run::Exit>().is_none()
+        && code != Some(5)
+    {
+        let code = code.unwrap_or(1);
+        println!(
+            "{}",
+            serde_json::json!({
+                "label": label,
+                "outcome": "refused",
+                "exit_code": code,
+                "error": crate::wire::printable(&format!("{e:#}"), 4000),
+            })
+        );
+    }
+    result
+}
+
+/// A label proven absent: checked like any head (age, rollback, fork, auditors),
+/// remembered, printed, and exit code 6.
+async fn absent(
+    s: &mut Session,
+    pinned: &PinnedKeys,
+    label: &str,
+    response: &AbsenceResponse,
+    save: Option<&Path>,
+) -> anyhow::Result<()> {
+    save_json(save, response)?;
+    pinned.absence_response(label, response).map_err(code_of_response)?;
+    s.check(&response.head)?;
+    s.check_audited(pinned, &response.head).await?;
+    s.commit()?;
+    s.print(
+        &Absent {
+            label,
+            outcome: "absent",
+            head: &response.head,
+        },
+        || format!("label={label} absent (proven)\n{}", head_line(&response.head)),
+    )?;
+    Err(crate::run::Exit(EXIT_ABSENT).into())
+}
+
+/// `kt lookup`: present (exit 0), absent (exit 6), or refused.
+async fn lookup(s: &mut Session, label: &str, save: Option<&Path>) -> anyhow::Result<()> {
+    let pinned = s.pinned(true).await?;
+    let response = match s.client()?.lookup(label).await {
+        Ok(response) => response,
+        Err(HttpError::Absent(response)) => return absent(s, &pinned, label, &response, save).await,
+        Err(HttpError::NotFound(m)) => return Err(unproven_absence(label, &m)),
+        Err(e) => return Err(code_of_http(e)),
+    };
+    save_json(save, &response)?;
+    let found = pinned.lookup_response(label, &response).map_err(code_of_response)?;
+    s.check(&response.head)?;
+    s.check_audited(&pinned, &response.head).await?;
+    s.commit()?;
+    let v = Version::from(&found);
+    s.print(
+        &Verified {
+            label,
+            outcome: "present",
+            result: &v,
+            head: &response.head,
+        },
+        || {
+            format!(
+                "label={label} version={} epoch={} value={}\n{}",
+                v.version,
+                v.epoch,
+                v.value,
+                head_line(&response.head)
+            )
+        },
+    )
+}
+
+/// `kt history`: the versions (exit 0), absent (exit 6), or refused.
+async fn history(s: &mut Session, label: &str, most_recent: Option<u64>, save: Option<&Path>) -> anyhow::Result<()> {
+    let pinned = s.pinned(true).await?;
+    let response = match s.client()?.history(label, most_recent).await {
+        Ok(response) => response,
+        Err(HttpError::Absent(response)) => return absent(s, &pinned, label, &response, save).await,
+        Err(HttpError::NotFound(m)) => return Err(unproven_absence(label, &m)),
+        Err(e) => return Err(code_of_http(e)),
+    };
+    save_json(save, &response)?;
+    let versions = pinned
+        .history_response(label, most_recent, &response)
+        .map_err(code_of_response)?;
+    s.check(&response.head)?;
+    s.check_audited(&pinned, &response.head).await?;
+    s.commit()?;
+    let versions: Vec<Version> = versions.iter().map(Version::from).collect();
+    s.print(
+        &Verified {
+            label,
+            outcome: "history",
+            result: serde_json::json!({ "versions": &versions }),
+            head: &response.head,
+        },
+        || {
+            let mut out: Vec<String> = versions
+                .iter()
+                .map(|v| format!("version={} epoch={} value={}", v.version, v.epoch, v.value))
+                .collect();
+            out.push(head_line(&response.head));
+            out.join("\n")
+        },
+    )
 }
 
 /// One change a monitor reports.
@@ -708,7 +832,48 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
         if head.head.epoch > since {
             // The complete history, verified as such: every version from 1 on and no
             // later one, so a key swapped in and back out between two polls shows.
-            let response = s.client()?.history(&args.label, None).await.map_err(code_of_http)?;
+            let response = match s.client()?.history(&args.label, None).await {
+                Ok(response) => response,
+                // Not inserted yet: proven, nothing unexpected was published for it.
+                Err(HttpError::Absent(absent)) => {
+                    pinned
+                        .absence_response(&args.label, &absent)
+                        .map_err(code_of_response)?;
+                    s.check(&absent.head)?;
+                    s.check_audited(&pinned, &absent.head).await?;
+                    // A label this monitor verified versions of cannot be absent now
+                    // (akd never removes a node): the directory contradicts itself.
+                    if let Some(seen) = s.dir().monitored.get(&args.label).copied().filter(|e| *e > 0) {
+                        return Err(coded(
+                            7,
+                            anyhow!(
+                                "{} is proven absent at epoch {}, but its history was verified through epoch {seen}: the directory contradicts itself (keep the state file and tell an auditor)",
+                                args.label,
+                                absent.head.head.epoch
+                            ),
+                        ));
+                    }
+                    s.commit()?;
+                    if s.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"label": args.label, "outcome": "absent", "head": absent.head})
+                        );
+                    } else {
+                        println!(
+                            "ok label={} absent (proven) at epoch {}",
+                            args.label, absent.head.head.epoch
+                        );
+                    }
+                    if args.once {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_secs(args.interval.max(1))).await;
+                    continue;
+                }
+                Err(HttpError::NotFound(m)) => return Err(unproven_absence(&args.label, &m)),
+                Err(e) => return Err(code_of_http(e)),
+            };
             let versions = pinned
                 .history_response(&args.label, None, &response)
                 .map_err(code_of_response)?;

@@ -2,7 +2,7 @@
 //! verification stays in [`crate::verify`], synchronous and free of I/O.
 
 use crate::head::SignedHead;
-use crate::wire::{ErrorBody, HistoryResponse, InfoResponse, LookupResponse};
+use crate::wire::{AbsenceResponse, ErrorBody, HistoryResponse, InfoResponse, LookupResponse};
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,9 +26,14 @@ pub enum HttpError {
         /// rustls's reason, with the error chain.
         reason: String,
     },
-    /// The label is not in the directory.
+    /// A `404` without an absence proof (an unknown epoch, an old directory, a proxy):
+    /// bytes nobody signed, so for a label this proves nothing.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A `404` whose body is an absence proof, not verified yet
+    /// ([`crate::verify::PinnedKeys::absence_response`]).
+    #[error("not found: {}", crate::wire::printable(&.0.error, 500))]
+    Absent(Box<AbsenceResponse>),
     /// Any other non-success status, with the server's explanation.
     #[error("{url}: HTTP {status}: {message}")]
     Status {
@@ -127,12 +132,13 @@ impl DirectoryClient {
     /// GETs `path` and returns the body of a success answer, refusing bodies over
     /// `limit` bytes while they stream in (memory stays bounded by `limit`).
     async fn fetch(&self, path: &str, limit: u64) -> Result<Vec<u8>, HttpError> {
-        self.fetch_with(path, limit, false).await
+        self.fetch_with(path, limit, false, false).await
     }
 
     /// [`Self::fetch`]; with `uncached`, asks every cache on the way to go back to the
-    /// origin (`Cache-Control: no-cache`).
-    async fn fetch_with(&self, path: &str, limit: u64, uncached: bool) -> Result<Vec<u8>, HttpError> {
+    /// origin (`Cache-Control: no-cache`); with `absence` (lookups and histories), a
+    /// `404` may be an absence answer, read up to `limit` like a success.
+    async fn fetch_with(&self, path: &str, limit: u64, uncached: bool, absence: bool) -> Result<Vec<u8>, HttpError> {
         let url = format!("{}{path}", self.base);
         let transport = |source: reqwest::Error| {
             // A certificate problem deserves its own message: rustls's reason is deep
@@ -163,14 +169,15 @@ impl DirectoryClient {
         }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let limit = if status.is_success() { limit } else { MAX_ERROR_BODY };
+        let full = status.is_success() || (absence && status == reqwest::StatusCode::NOT_FOUND);
+        let limit = if full { limit } else { MAX_ERROR_BODY };
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(HttpError::TooLarge { url, limit });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() as u64 + chunk.len() as u64 > limit {
-                if !status.is_success() {
+                if !full {
                     break;
                 }
                 return Err(HttpError::TooLarge { url, limit });
@@ -185,6 +192,9 @@ impl DirectoryClient {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
             let message = crate::wire::printable(&message, 500);
             if status == reqwest::StatusCode::NOT_FOUND {
+                if absence && let Ok(absent) = serde_json::from_slice::<AbsenceResponse>(&body) {
+                    return Err(HttpError::Absent(Box::new(absent)));
+                }
                 return Err(HttpError::NotFound(message));
             }
             return Err(HttpError::Status {
@@ -228,7 +238,8 @@ impl DirectoryClient {
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        self.fetch_with(&format!("/{name}?fresh={unique}"), limit, true).await
+        self.fetch_with(&format!("/{name}?fresh={unique}"), limit, true, false)
+            .await
     }
 
     /// `GET /v1/info`.
@@ -246,14 +257,26 @@ impl DirectoryClient {
         self.get(&format!("/v1/heads/{epoch}")).await
     }
 
-    /// `GET /v1/lookup/{label}`.
-    pub async fn lookup(&self, label: &str) -> Result<LookupResponse, HttpError> {
-        self.get(&format!("/v1/lookup/{}", encode_label(label))).await
+    /// GETs an answer that may be an absence answer (`HttpError::Absent`).
+    async fn get_answer<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        let body = self.fetch_with(path, MAX_JSON_BODY, false, true).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Body {
+            url: format!("{}{path}", self.base),
+            reason: e.to_string(),
+        })
     }
 
-    /// `GET /v1/history/{label}[?most_recent=n]`.
+    /// `GET /v1/lookup/{label}`; a label never inserted is `HttpError::Absent` (with its
+    /// proof, not verified yet) or, from a server that proves nothing,
+    /// `HttpError::NotFound`.
+    pub async fn lookup(&self, label: &str) -> Result<LookupResponse, HttpError> {
+        self.get_answer(&format!("/v1/lookup/{}", encode_label(label))).await
+    }
+
+    /// `GET /v1/history/{label}[?most_recent=n]`; absence as for [`Self::lookup`].
     pub async fn history(&self, label: &str, most_recent: Option<u64>) -> Result<HistoryResponse, HttpError> {
         let query = most_recent.map(|n| format!("?most_recent={n}")).unwrap_or_default();
-        self.get(&format!("/v1/history/{}{query}", encode_label(label))).await
+        self.get_answer(&format!("/v1/history/{}{query}", encode_label(label)))
+            .await
     }
 }

@@ -5,6 +5,7 @@
 //! This crate must stay free of RocksDB, axum and the server crates: messaging clients
 //! embed it.
 
+pub mod absence;
 pub mod auditor;
 #[cfg(feature = "cli")]
 pub mod cli;

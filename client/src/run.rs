@@ -33,6 +33,7 @@ where
         .and_then(|runtime| runtime.block_on(command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Exit>().is_some() => ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0)),
         Err(e) => {
             // Errors quote servers: print them so that no byte of theirs can drive the
             // terminal.
@@ -41,6 +42,12 @@ where
         }
     }
 }
+
+/// A command that finished with a non-zero exit code and has said everything it had to
+/// (on stdout): nothing more is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -4,8 +4,12 @@
 //! these once the head format exists.
 
 use crate::KtConfig;
+use crate::absence::{AbsenceError, check_children};
 use crate::head::{Head, HeadError, SignedHead, vrf_key_hash};
-use crate::wire::{HistoryResponse, LookupResponse, WireError, decode_history_proof, decode_lookup_proof};
+use crate::wire::{
+    AbsenceResponse, BatchLookupResponse, DecodedAbsence, HistoryResponse, LookupResponse, WireError, decode_absence,
+    decode_history_proof, decode_lookup_proof,
+};
 use akd_core::verify::VerificationError;
 use akd_core::{AkdLabel, HistoryProof, LookupProof, VerifyResult};
 
@@ -25,6 +29,21 @@ pub enum VerifyError {
         epoch: u64,
         /// akd's reason (it does not implement `std::error::Error`: akd_core is no_std).
         cause: VerificationError,
+    },
+    /// A non-membership proof did not verify: an absence proof, or one inside a lookup
+    /// or history proof that akd's verifier accepted (`crate::absence` says why akd's
+    /// check is not enough).
+    #[error("{what} for label {label} at epoch {epoch} does not verify: {reason}")]
+    NonMembership {
+        /// `absence proof`, `lookup freshness proof` or `history future-marker proof`.
+        what: &'static str,
+        /// The label, lossy UTF-8.
+        label: String,
+        /// The epoch it was checked at.
+        epoch: u64,
+        /// Why (boxed: it holds node labels, and errors travel by value).
+        #[source]
+        reason: Box<AbsenceError>,
     },
 }
 
@@ -54,6 +73,12 @@ pub fn lookup(
             proof.version
         ))));
     }
+    check_children(&proof.freshness_proof).map_err(|reason| VerifyError::NonMembership {
+        what: "lookup freshness proof",
+        label: shown.clone(),
+        epoch,
+        reason: Box::new(reason),
+    })?;
     guarded(|| akd_core::verify::lookup_verify::<KtConfig>(vrf_public_key, root_hash, epoch, label, proof))
         .unwrap_or_else(|| Err(VerificationError::LookupProof(PANICKED.into())))
         .map_err(fail)
@@ -100,6 +125,14 @@ pub fn history(
             pair[0], pair[1]
         ))));
     }
+    for marker in &proof.non_existence_of_future_marker_proofs {
+        check_children(marker).map_err(|reason| VerifyError::NonMembership {
+            what: "history future-marker proof",
+            label: shown.clone(),
+            epoch,
+            reason: Box::new(reason),
+        })?;
+    }
     guarded(|| {
         akd_core::verify::key_history_verify::<KtConfig>(
             vrf_public_key,
@@ -112,6 +145,38 @@ pub fn history(
     })
     .unwrap_or_else(|| Err(VerificationError::HistoryProof(PANICKED.into())))
     .map_err(fail)
+}
+
+/// Verifies that `label` was never in the directory at `head`'s epoch: for each marker
+/// version `1, 2, 4, ...` up to the epoch, the VRF proof gives the node of
+/// `(label, Fresh, version)` under the pinned `vrf_public_key` (the node label is
+/// derived, never taken from the answer), and the non-membership proof shows that node
+/// is not in the tree whose root `head` signs (`crate::absence` says why every marker
+/// and not version 1 alone). `head` must be one whose signature the caller checked
+/// ([`PinnedKeys::check_head`]).
+pub fn verify_absence(
+    head: &Head,
+    label: &AkdLabel,
+    vrf_public_key: &[u8],
+    proof: &DecodedAbsence,
+) -> Result<(), VerifyError> {
+    crate::absence::verify(vrf_public_key, head.root, head.epoch, label, proof).map_err(|reason| {
+        VerifyError::NonMembership {
+            what: "absence proof",
+            label: label_str(label),
+            epoch: head.epoch,
+            reason: Box::new(reason),
+        }
+    })
+}
+
+/// One label's verified result in a batch lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// The label's current value, proven.
+    Present(VerifyResult),
+    /// The label was never in the directory, proven.
+    Absent,
 }
 
 /// Keys a verifier trusts, obtained out of band (never from the server being checked).
@@ -259,6 +324,68 @@ impl PinnedKeys {
             AkdLabel::from(label),
             proof,
         )?)
+    }
+
+    /// Verifies a `404` answer that claims `label` was never in the directory: that it
+    /// answers that question, its head, then the absence proof at that head.
+    pub fn absence_response(&self, label: &str, response: &AbsenceResponse) -> Result<(), ResponseError> {
+        if response.label != label {
+            return Err(ResponseError::OtherQuestion {
+                asked: format!("lookup of {label:?}"),
+                answered: format!("absence of {:?}", response.label),
+            });
+        }
+        let head = self.check_head(&response.head)?;
+        let proof = decode_absence(&response.absence)?;
+        Ok(verify_absence(
+            head,
+            &AkdLabel::from(label),
+            &self.vrf_public_key,
+            &proof,
+        )?)
+    }
+
+    /// Verifies a batch lookup of `labels`: one result per label, in order, each with
+    /// exactly one of a lookup proof or an absence proof, all at the one head.
+    pub fn batch_lookup_response(
+        &self,
+        labels: &[String],
+        response: &BatchLookupResponse,
+    ) -> Result<Vec<Presence>, ResponseError> {
+        let answered: Vec<&str> = response.results.iter().map(|r| r.label.as_str()).collect();
+        if answered.len() != labels.len() || answered.iter().zip(labels).any(|(a, l)| *a != l) {
+            return Err(ResponseError::OtherQuestion {
+                asked: format!("batch lookup of {labels:?}"),
+                answered: format!("batch lookup of {answered:?}"),
+            });
+        }
+        let head = self.check_head(&response.head)?;
+        response
+            .results
+            .iter()
+            .map(|item| match (&item.proof, &item.absence) {
+                (Some(proof), None) => Ok(Presence::Present(lookup(
+                    &self.vrf_public_key,
+                    head.root,
+                    head.epoch,
+                    AkdLabel::from(item.label.as_str()),
+                    decode_lookup_proof(proof)?,
+                )?)),
+                (None, Some(absence)) => {
+                    verify_absence(
+                        head,
+                        &AkdLabel::from(item.label.as_str()),
+                        &self.vrf_public_key,
+                        &decode_absence(absence)?,
+                    )?;
+                    Ok(Presence::Absent)
+                }
+                _ => Err(ResponseError::OtherQuestion {
+                    asked: format!("a lookup or absence proof of {:?}", item.label),
+                    answered: "neither, or both".into(),
+                }),
+            })
+            .collect()
     }
 
     /// Verifies the answer to a history of `label` with `most_recent` (`None`: the

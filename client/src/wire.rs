@@ -3,7 +3,7 @@
 
 use crate::head::SignedHead;
 use akd_core::proto::specs::types as pb;
-use akd_core::{HistoryProof, LookupProof, MembershipProof, NodeLabel};
+use akd_core::{HistoryProof, LookupProof, MembershipProof, NodeLabel, NonMembershipProof};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use protobuf::Message;
@@ -124,6 +124,125 @@ pub fn decode_history_proof(b64: &str) -> Result<HistoryProof, WireError> {
         root_sibling_label(&n.longest_prefix_membership_proof, what, "future marker proof")?;
     }
     Ok(proof)
+}
+
+/// Length of a VRF proof (akd's ECVRF: gamma, c, s).
+pub const VRF_PROOF_LEN: usize = 80;
+
+/// Most marker entries an absence proof may hold: versions are `u64`, so the markers
+/// `2^0 ..= 2^63`.
+pub const MAX_ABSENCE_MARKERS: usize = 64;
+
+/// That one marker version of a label is not in the tree: the VRF proof of
+/// `(label, Fresh, version)` and the non-membership proof of that node, both base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerAbsence {
+    /// The version: a power of two.
+    pub version: u64,
+    /// The VRF proof of `(label, Fresh, version)`: 80 bytes.
+    pub vrf_proof: String,
+    /// akd `NonMembershipProof` of that node label, protobuf.
+    pub proof: String,
+}
+
+/// A proof that a label is absent, as it travels: one [`MarkerAbsence`] for each
+/// version `1, 2, 4, ...` up to the head's epoch (`crate::absence::marker_versions`).
+/// akd verifies a lookup or history of version `v` only with the node of its marker
+/// version `2^floor(log2 v)` present, and `v` is at most the epoch, so with every
+/// marker absent no lookup or history of the label can verify under this root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsenceProof {
+    /// Ascending versions.
+    pub markers: Vec<MarkerAbsence>,
+}
+
+/// One [`MarkerAbsence`] decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedMarker {
+    /// The version.
+    pub version: u64,
+    /// The VRF proof bytes.
+    pub vrf_proof: Vec<u8>,
+    /// The non-membership proof.
+    pub proof: NonMembershipProof,
+}
+
+/// An [`AbsenceProof`] decoded, exactly (see [`decode_absence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedAbsence {
+    /// Ascending versions.
+    pub markers: Vec<DecodedMarker>,
+}
+
+/// Encodes an absence proof.
+pub fn encode_absence(absence: &DecodedAbsence) -> AbsenceProof {
+    AbsenceProof {
+        markers: absence
+            .markers
+            .iter()
+            .map(|m| MarkerAbsence {
+                version: m.version,
+                vrf_proof: B64.encode(&m.vrf_proof),
+                proof: encode_pb(&pb::NonMembershipProof::from(&m.proof)),
+            })
+            .collect(),
+    }
+}
+
+/// Parses an absence proof, as exactly as [`decode_lookup_proof`]: at most
+/// [`MAX_ABSENCE_MARKERS`] entries; base64 in its one canonical form; VRF proofs of 80
+/// bytes that are the canonical encoding of their scalars (akd reduces them modulo the
+/// group order, so another encoding of the same proof would verify too); protobufs that
+/// are the canonical encoding of what they decode to; and each membership proof's unused
+/// top-level sibling label holding the root label. Which versions must be there is the
+/// verifier's check.
+pub fn decode_absence(absence: &AbsenceProof) -> Result<DecodedAbsence, WireError> {
+    let what = "absence proof";
+    if absence.markers.len() > MAX_ABSENCE_MARKERS {
+        return Err(WireError::Content {
+            what,
+            reason: format!("{} markers, more than {MAX_ABSENCE_MARKERS}", absence.markers.len()),
+        });
+    }
+    let markers = absence
+        .markers
+        .iter()
+        .map(|m| {
+            let vrf_what = "absence VRF proof";
+            let vrf_proof = B64
+                .decode(&m.vrf_proof)
+                .map_err(|source| WireError::Base64 { what: vrf_what, source })?;
+            if vrf_proof.len() != VRF_PROOF_LEN {
+                return Err(WireError::Content {
+                    what: vrf_what,
+                    reason: format!("{} bytes, not {VRF_PROOF_LEN}", vrf_proof.len()),
+                });
+            }
+            match akd_core::ecvrf::Proof::try_from(vrf_proof.as_slice()) {
+                Ok(p) if p.to_bytes()[..] == vrf_proof[..] => {}
+                Ok(_) => return Err(WireError::NotCanonical { what: vrf_what }),
+                Err(e) => {
+                    return Err(WireError::Content {
+                        what: vrf_what,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            let (message, bytes): (pb::NonMembershipProof, _) = decode_pb(&m.proof, what)?;
+            let proof = NonMembershipProof::try_from(&message).map_err(|e| WireError::Content {
+                what,
+                reason: format!("{e:?}"),
+            })?;
+            canonical(&pb::NonMembershipProof::from(&proof), &bytes, what)?;
+            root_sibling_label(&proof.longest_prefix_membership_proof, what, "longest prefix proof")?;
+            Ok(DecodedMarker {
+                version: m.version,
+                vrf_proof,
+                proof,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DecodedAbsence { markers })
 }
 
 /// Re-encodes `decoded` and demands the received bytes back.
@@ -399,15 +518,18 @@ pub struct BatchLookupRequest {
     pub labels: Vec<String>,
 }
 
-/// One label's result in a batch lookup: a proof, or why there is none.
+/// One label's result in a batch lookup: a lookup proof, or an absence proof.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchLookupItem {
     /// The label.
     pub label: String,
-    /// akd `LookupProof`, protobuf, base64; absent when `error` is set.
+    /// akd `LookupProof`, protobuf, base64: the label is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
-    /// Why there is no proof (e.g. the label is not in the directory).
+    /// The label is absent at the batch's head, and this proves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absence: Option<AbsenceProof>,
+    /// For a human: why there is no lookup proof (with `absence`: "not in the directory").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -433,6 +555,21 @@ pub struct HistoryResponse {
     pub most_recent: Option<u64>,
     /// akd `HistoryProof`, protobuf, base64.
     pub proof: String,
+}
+
+/// The `404` body of `GET /v1/lookup/{label}` and `GET /v1/history/{label}` for a label
+/// that was never in the directory: the proof of that, at one signed head. The status
+/// stays `404` (clients and proxies rely on it) and `error` keeps the old body's field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbsenceResponse {
+    /// For a human: "label ... is not in the directory at epoch e".
+    pub error: String,
+    /// The label asked for.
+    pub label: String,
+    /// The signed head of the epoch the proof is at.
+    pub head: SignedHead,
+    /// The proof.
+    pub absence: AbsenceProof,
 }
 
 /// `GET /v1/audit/{epoch}`: the append-only proof from `epoch - 1` to `epoch`.

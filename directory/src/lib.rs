@@ -12,6 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+pub mod absence;
 pub mod cli;
 pub mod config;
 pub mod datadir;

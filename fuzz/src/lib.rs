@@ -11,7 +11,10 @@ use kt_client::auditor::CoSignedHead;
 use kt_client::head::SignedHead;
 use kt_client::state::ForkEvidence;
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{HistoryResponse, LookupResponse, RequestLimits};
+use kt_client::wire::{
+    AbsenceResponse, BatchLookupResponse, HistoryResponse, LookupResponse, RequestLimits, decode_absence,
+    encode_absence,
+};
 use std::sync::OnceLock;
 
 /// The keys of the corpus's directory and auditor, and the head whose audit blob the
@@ -74,6 +77,26 @@ pub fn signed_head(data: &[u8]) {
 pub fn lookup_response(data: &[u8]) {
     if let Ok(response) = serde_json::from_slice::<LookupResponse>(data) {
         let _ = fixed().pinned.lookup_response(&response.label, &response);
+    }
+}
+
+/// A directory's `404` absence answer, and a batch lookup answer (whose results carry
+/// absence proofs), as a client verifies them. A decoded absence proof is canonical:
+/// it encodes back to the same strings.
+pub fn absence_response(data: &[u8]) {
+    if let Ok(response) = serde_json::from_slice::<AbsenceResponse>(data) {
+        if let Ok(decoded) = decode_absence(&response.absence) {
+            assert_eq!(
+                encode_absence(&decoded),
+                response.absence,
+                "absence proofs are canonical"
+            );
+        }
+        let _ = fixed().pinned.absence_response(&response.label, &response);
+    }
+    if let Ok(response) = serde_json::from_slice::<BatchLookupResponse>(data) {
+        let labels: Vec<String> = response.results.iter().map(|r| r.label.clone()).collect();
+        let _ = fixed().pinned.batch_lookup_response(&labels, &response);
     }
 }
 
@@ -213,6 +236,20 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
             failed.push(path);
         }
     }
+    for (path, data) in read("absence_response") {
+        let ok = serde_json::from_slice::<AbsenceResponse>(&data)
+            .ok()
+            .is_some_and(|r| f.pinned.absence_response(&r.label, &r).is_ok())
+            || serde_json::from_slice::<BatchLookupResponse>(&data)
+                .ok()
+                .is_some_and(|r| {
+                    let labels: Vec<String> = r.results.iter().map(|i| i.label.clone()).collect();
+                    f.pinned.batch_lookup_response(&labels, &r).is_ok()
+                });
+        if !ok {
+            failed.push(path);
+        }
+    }
     for (path, data) in read("history_response") {
         let ok = serde_json::from_slice::<HistoryResponse>(&data)
             .ok()
@@ -340,6 +377,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("signed_head", signed_head),
     ("lookup_response", lookup_response),
     ("history_response", history_response),
+    ("absence_response", absence_response),
     ("cosigned_head", cosigned_head),
     ("audit_blob", audit_blob),
     ("fork_evidence", fork_evidence),

@@ -2,7 +2,8 @@
 //! real directory *chooses* its answers: another label's genuine history, a history cut
 //! to its latest version, a head of another namespace signed with the same key, a head
 //! dated ten years ahead, a forged epoch its next real epoch does not follow, a head of
-//! an epoch no auditor co-signed, escape sequences in an error. Every attack ends in the
+//! an epoch no auditor co-signed, escape sequences in an error, another label's absence
+//! proof, a bare `404`, an absence answer replayed after the label arrived. Every attack ends in the
 //! exit code docs/client.md documents, and the state file keeps nothing a check refused.
 
 mod common;
@@ -17,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{Api, Initialized, Server, init};
 use kt_client::head::SignedHead;
 use kt_client::state::ForkEvidence;
-use kt_client::wire::HistoryResponse;
+use kt_client::wire::{AbsenceResponse, HistoryResponse};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,13 @@ enum Lie {
     /// In front of an auditor: `GET /v1/heads/{n}` is answered with its genuine,
     /// co-signed answer for epoch n - 1.
     EarlierEpoch,
+    /// `GET /v1/lookup/alice` is the directory's genuine absence answer for `nobody`,
+    /// relabelled `alice`: another label's valid proof.
+    DecoyAbsence,
+    /// `GET /v1/lookup/alice` is a bare `404` with no proof.
+    BareNotFound,
+    /// `GET /v1/lookup/carol` is this `404` body, saved when it was true.
+    Replay(Bytes),
 }
 
 #[derive(Clone)]
@@ -103,6 +111,27 @@ async fn answer(State(p): State<Proxy>, request: Request) -> Response {
             return json(h.sign(&p.key).expect("sign"));
         }
         (Lie::Head(head), "/v1/heads/latest") => return json(head.as_ref()),
+        (Lie::DecoyAbsence, "/v1/lookup/alice") => {
+            let (_, body) = upstream(&p, "/v1/lookup/nobody").await;
+            let mut absent: AbsenceResponse = serde_json::from_slice(&body).expect("absence");
+            absent.label = "alice".into();
+            return (StatusCode::NOT_FOUND, json(absent)).into_response();
+        }
+        (Lie::BareNotFound, "/v1/lookup/alice") => {
+            return (
+                StatusCode::NOT_FOUND,
+                json(serde_json::json!({"error": "label \"alice\" is not in the directory"})),
+            )
+                .into_response();
+        }
+        (Lie::Replay(body), "/v1/lookup/carol") => {
+            return (
+                StatusCode::NOT_FOUND,
+                [("content-type", "application/json")],
+                body.clone(),
+            )
+                .into_response();
+        }
         (Lie::EarlierEpoch, p2) if p2.starts_with("/v1/heads/") => {
             if let Some(n) = p2["/v1/heads/".len()..].parse::<u64>().ok().filter(|n| *n > 0) {
                 let (status, body) = upstream(&p, &format!("/v1/heads/{}", n - 1)).await;
@@ -201,6 +230,85 @@ async fn a_monitor_cannot_be_answered_with_another_question() {
             );
         }
     }
+}
+
+/// A directory that hides a user's keys, to push a sender onto an unverified path,
+/// is caught: an unknown label is proven absent (exit 6, in `--json` too, and `kt
+/// verify` of the saved answer), and a lie is refused: another label's absence proof
+/// relabelled (exit 3), a bare `404` (exit 3, "refused" in `--json`), and an absence
+/// answer saved at epoch 1 and replayed after the label was inserted at epoch 2
+/// (a rollback for a client that saw epoch 2, too old for one with a maximum age).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_cannot_hide_a_label() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = init(&tmp.path().join("data"), "e2e.absence");
+    let server = Server::start(&d.data_dir, &["--epoch-interval", "3600", "--verify-proofs"]);
+    let api = Api::new(&server.url, &d.token);
+    api.post_updates(&[("alice".into(), b"alice's key".to_vec())])
+        .await
+        .expect("202");
+    api.epoch().await.expect("epoch 1");
+    let (url, lie) = proxy(&server.url, signing_key(&d)).await;
+    let state = tmp.path().join("state.json");
+
+    // Honest: carol is absent at epoch 1, proven.
+    let saved = tmp.path().join("carol-absent.json");
+    let r = kt(
+        &url,
+        &d,
+        &state,
+        &["--json", "lookup", "carol", "--save", saved.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(out["outcome"], "absent");
+    assert_eq!(out["head"]["epoch"], 1);
+    let v = kt(&url, &d, &state, &["verify", saved.to_str().expect("utf8")]);
+    assert_eq!(v.code, 6, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout.contains("verified absence of carol at epoch 1"),
+        "{}",
+        v.stdout
+    );
+    let h = kt(&url, &d, &state, &["history", "carol"]);
+    assert_eq!(h.code, 6, "{}{}", h.stdout, h.stderr);
+    assert!(h.stdout.contains("absent (proven)"), "{}", h.stdout);
+
+    // Another label's genuine absence proof, relabelled.
+    *lie.lock().expect("lock") = Lie::DecoyAbsence;
+    let r = kt(&url, &d, &state, &["lookup", "alice"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("does not verify"), "{}", r.stderr);
+    // A bare 404: bytes nobody signed.
+    *lie.lock().expect("lock") = Lie::BareNotFound;
+    let r = kt(&url, &d, &state, &["--json", "lookup", "alice"]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(out["outcome"], "refused");
+    assert!(r.stderr.contains("no absence proof"), "{}", r.stderr);
+    *lie.lock().expect("lock") = Lie::Honest;
+    let r = kt(&url, &d, &state, &["--json", "lookup", "alice"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.stdout).expect("json")["outcome"],
+        "present"
+    );
+
+    // Carol arrives at epoch 2; the epoch-1 answer is replayed.
+    let old = std::fs::read(&saved).expect("saved answer");
+    api.post_updates(&[("carol".into(), b"carol's key".to_vec())])
+        .await
+        .expect("202");
+    api.epoch().await.expect("epoch 2");
+    let r = kt(&url, &d, &state, &["lookup", "carol"]);
+    assert_eq!(r.code, 0, "present at epoch 2: {}{}", r.stdout, r.stderr);
+    *lie.lock().expect("lock") = Lie::Replay(Bytes::from(old));
+    let r = kt(&url, &d, &state, &["lookup", "carol"]);
+    assert_eq!(r.code, 4, "a client that saw epoch 2: {}{}", r.stdout, r.stderr);
+    let fresh = tmp.path().join("fresh-state.json");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = kt(&url, &d, &fresh, &["--max-head-age", "1", "lookup", "carol"]);
+    assert_eq!(r.code, 8, "a client with a maximum head age: {}{}", r.stdout, r.stderr);
 }
 
 /// Heads the directory signed that a client must still refuse: one of another

@@ -65,6 +65,16 @@ async fn updates_in_epochs_out_proofs_verify_on(backend: Backend) {
         assert_eq!(epochs, vec![3, 2, 1], "{label}");
     }
 
+    // A label never inserted is proven absent, by lookup and by history, at the head.
+    let nobody = "nobody@example.org/phone";
+    for path in [
+        format!("/v1/lookup/{}", enc(nobody)),
+        format!("/v1/history/{}", enc(nobody)),
+    ] {
+        let absent = api.absent(&path, nobody, &dir.pinned).await;
+        assert_eq!(absent.head.head.epoch, 3);
+    }
+
     // The chain of heads verifies, and the audit blobs pass the auditor.
     let heads = api.verified_chain(&dir.pinned).await;
     assert_eq!(heads[1..], published[..]);

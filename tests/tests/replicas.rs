@@ -148,6 +148,12 @@ async fn one_publisher_two_replicas(backend: Backend) {
     eprintln!("{verified} lookups verified on replicas while epochs were published");
     assert!(verified > 0);
 
+    // A replica proves absence as the publisher does, at the head it serves.
+    for reader in &readers {
+        let absent = reader.absent("/v1/lookup/nobody", "nobody", &dir.pinned).await;
+        assert!(absent.head.head.epoch >= 1);
+    }
+
     // Audit blobs come from the shared store, identical to the publisher's.
     let (status, blob) = readers[0].get_raw(&format!("/v1/audit/{EPOCHS}")).await;
     assert_eq!(status, 200);

@@ -14,12 +14,13 @@ use akd::{AkdLabel, HistoryParams};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kt_client::head::{SignedHead, hex_array};
 use kt_client::wire::{
-    AuditBlobEntry, AuditListing, BatchLookupItem, BatchLookupRequest, BatchLookupResponse, HistoryResponse,
-    InfoResponse, LookupResponse, encode_history_proof, encode_lookup_proof,
+    AbsenceResponse, AuditBlobEntry, AuditListing, BatchLookupItem, BatchLookupRequest, BatchLookupResponse,
+    DecodedAbsence, HistoryResponse, InfoResponse, LookupResponse, encode_absence, encode_history_proof,
+    encode_lookup_proof,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -112,6 +113,18 @@ fn check_lookup(state: &AppState, view: &ReadView, label: &str, proof: &akd::Loo
     })
 }
 
+/// [`self_check`] of an absence proof against its view's head.
+fn check_absence(state: &AppState, view: &ReadView, label: &str, absence: &DecodedAbsence) -> Result<(), ApiError> {
+    self_check(state, "absence", label, || {
+        kt_client::verify::verify_absence(
+            &view.head.head,
+            &AkdLabel::from(label),
+            &state.shared.vrf_public_key,
+            absence,
+        )
+    })
+}
+
 /// Whether `label` has a value at or before `epoch`, by our own index (akd reports
 /// every storage error during a lookup as "not found"; we must not).
 async fn is_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, ApiError> {
@@ -123,15 +136,30 @@ async fn is_known(state: &AppState, label: &str, epoch: u64) -> Result<bool, Api
         .is_some())
 }
 
-/// A 404 unless `label` is known at `epoch`.
-async fn require_known(state: &AppState, label: &str, epoch: u64) -> Result<(), ApiError> {
-    if is_known(state, label, epoch).await? {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!(
-            "label {label:?} is not in the directory at epoch {epoch}"
-        )))
-    }
+/// A proof of a present label, or the proof that the label is absent.
+enum Answer<P> {
+    /// akd's proof.
+    Present(P),
+    /// The label's absence proof (boxed: a lookup proof is the usual answer).
+    Absent(Box<DecodedAbsence>),
+}
+
+/// The absence proof of `label` on `view`, and the epoch akd proved it at.
+async fn absence(view: &ReadView, label: &str) -> Result<(DecodedAbsence, u64), ApiError> {
+    Ok(view.dir.absence(&AkdLabel::from(label)).await?)
+}
+
+/// The `404` of a label absent at `view`'s epoch, with its proof.
+fn absent(state: &AppState, view: &ReadView, label: String, proof: &DecodedAbsence) -> Result<Response, ApiError> {
+    check_absence(state, view, &label, proof)?;
+    let epoch = view.head.head.epoch;
+    let body = AbsenceResponse {
+        error: format!("label {label:?} is not in the directory at epoch {epoch}"),
+        label,
+        head: view.head.clone(),
+        absence: encode_absence(proof),
+    };
+    Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
 }
 
 /// `GET /v1/info`.
@@ -185,29 +213,37 @@ pub(super) async fn head(
     Ok(Json(stored_head(&state, epoch).await?))
 }
 
-/// `GET /v1/lookup/{label}`.
+/// `GET /v1/lookup/{label}`: the lookup proof, or a `404` with the absence proof.
 pub(super) async fn lookup(
     State(state): State<AppState>,
     label: Result<Path<String>, PathRejection>,
-) -> Result<Json<LookupResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(label) = label.map_err(|r| path_err("label", &r))?;
     check_label(&label, state.limits.max_label_bytes, "label")?;
-    let (proof, view) = on_view(&state, |view| {
+    let (answer, view) = on_view(&state, |view| {
         let (state, label) = (state.clone(), label.clone());
         async move {
-            let epoch = view.head.head.epoch;
-            require_known(&state, &label, epoch).await?;
+            if !is_known(&state, &label, view.head.head.epoch).await? {
+                let (proof, at) = absence(&view, &label).await?;
+                return Ok((Answer::Absent(Box::new(proof)), at));
+            }
             let (proof, at) = view.dir.lookup(AkdLabel::from(label.as_str())).await?;
-            Ok((proof, at.0))
+            Ok((Answer::Present(proof), at.0))
         }
     })
     .await?;
-    check_lookup(&state, &view, &label, &proof)?;
-    Ok(Json(LookupResponse {
-        label,
-        head: view.head.clone(),
-        proof: encode_lookup_proof(&proof),
-    }))
+    match answer {
+        Answer::Present(proof) => {
+            check_lookup(&state, &view, &label, &proof)?;
+            Ok(Json(LookupResponse {
+                label,
+                head: view.head.clone(),
+                proof: encode_lookup_proof(&proof),
+            })
+            .into_response())
+        }
+        Answer::Absent(proof) => absent(&state, &view, label, &proof),
+    }
 }
 
 /// `POST /v1/lookup`: one head, a result per label (unknown labels get an error entry
@@ -238,6 +274,7 @@ pub(super) async fn batch_lookup(
                 }
             }
             let mut proofs = std::collections::HashMap::new();
+            let mut absences = std::collections::HashMap::new();
             let mut at = epoch;
             if !known.is_empty() {
                 let akd_labels: Vec<AkdLabel> = known.iter().map(|l| AkdLabel::from(l.as_str())).collect();
@@ -245,22 +282,34 @@ pub(super) async fn batch_lookup(
                 at = hash.0;
                 proofs.extend(known.into_iter().zip(got));
             }
+            for label in &labels {
+                if at == epoch && !proofs.contains_key(label) && !absences.contains_key(label) {
+                    let (proof, proved_at) = absence(&view, label).await?;
+                    at = proved_at;
+                    absences.insert(label.clone(), proof);
+                }
+            }
             // A proof at another epoch is dropped by `on_view` anyway.
             if at == epoch {
                 for (label, proof) in &proofs {
                     check_lookup(&state, &view, label, proof)?;
                 }
+                for (label, proof) in &absences {
+                    check_absence(&state, &view, label, proof)?;
+                }
             }
             let results = labels
                 .into_iter()
-                .map(|label| match proofs.get(&label) {
-                    Some(p) => BatchLookupItem {
+                .map(|label| match (proofs.get(&label), absences.get(&label)) {
+                    (Some(p), _) => BatchLookupItem {
                         proof: Some(encode_lookup_proof(p)),
+                        absence: None,
                         error: None,
                         label,
                     },
-                    None => BatchLookupItem {
+                    (None, absence) => BatchLookupItem {
                         proof: None,
+                        absence: absence.map(encode_absence),
                         error: Some(format!("label is not in the directory at epoch {epoch}")),
                         label,
                     },
@@ -284,12 +333,13 @@ pub(super) struct HistoryQuery {
     most_recent: Option<u64>,
 }
 
-/// `GET /v1/history/{label}?most_recent=N`.
+/// `GET /v1/history/{label}?most_recent=N`: the history proof, or a `404` with the
+/// absence proof.
 pub(super) async fn history(
     State(state): State<AppState>,
     label: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<HistoryResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(label) = label.map_err(|r| path_err("label", &r))?;
     check_label(&label, state.limits.max_label_bytes, "label")?;
     let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
@@ -298,16 +348,22 @@ pub(super) async fn history(
         Some(0) => return Err(ApiError::bad_request("most_recent must be at least 1")),
         Some(n) => HistoryParams::MostRecent(usize::try_from(n).unwrap_or(usize::MAX)),
     };
-    let (proof, view) = on_view(&state, |view| {
+    let (answer, view) = on_view(&state, |view| {
         let (state, label) = (state.clone(), label.clone());
         async move {
-            let epoch = view.head.head.epoch;
-            require_known(&state, &label, epoch).await?;
+            if !is_known(&state, &label, view.head.head.epoch).await? {
+                let (proof, at) = absence(&view, &label).await?;
+                return Ok((Answer::Absent(Box::new(proof)), at));
+            }
             let (proof, at) = view.dir.key_history(&AkdLabel::from(label.as_str()), params).await?;
-            Ok((proof, at.0))
+            Ok((Answer::Present(proof), at.0))
         }
     })
     .await?;
+    let proof = match answer {
+        Answer::Present(proof) => proof,
+        Answer::Absent(proof) => return absent(&state, &view, label, &proof),
+    };
     self_check(&state, "history", &label, || {
         let head = &view.head.head;
         kt_client::verify::history(
@@ -324,7 +380,8 @@ pub(super) async fn history(
         head: view.head.clone(),
         most_recent: query.most_recent,
         proof: encode_history_proof(&proof),
-    }))
+    })
+    .into_response())
 }
 
 /// The blob name of the audit blob ending at `epoch`, its bytes (the shared copy),

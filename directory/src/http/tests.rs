@@ -13,8 +13,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use kt_client::head::SignedHead;
 use kt_client::verify::PinnedKeys;
 use kt_client::wire::{
-    AuditBlobResponse, AuditListing, BatchLookupResponse, EpochResponse, HistoryResponse, InfoResponse, LookupResponse,
-    Outcome, UpdateStatus, UpdatesAccepted,
+    AbsenceResponse, AuditBlobResponse, AuditListing, BatchLookupResponse, EpochResponse, HistoryResponse,
+    InfoResponse, LookupResponse, Outcome, UpdateStatus, UpdatesAccepted,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -361,7 +361,21 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
     assert_eq!(status, StatusCode::OK);
     let batch: BatchLookupResponse = serde_json::from_slice(&body).expect("json");
     assert_eq!(batch.results.len(), 3);
-    assert!(batch.results[1].proof.is_none() && batch.results[1].error.is_some());
+    assert!(batch.results[1].proof.is_none() && batch.results[1].absence.is_some());
+    let labels: Vec<String> = ["bob", "nobody", "alice"].map(String::from).to_vec();
+    let verified = f.pinned.batch_lookup_response(&labels, &batch).expect("batch verifies");
+    assert_eq!(verified[1], kt_client::verify::Presence::Absent);
+    assert!(matches!(verified[0], kt_client::verify::Presence::Present(_)));
+    // An answer that drops a label's proof, or swaps two results, is refused.
+    let mut cut = batch.clone();
+    cut.results[1].absence = None;
+    assert!(f.pinned.batch_lookup_response(&labels, &cut).is_err());
+    let mut swapped = batch.clone();
+    swapped.results.swap(0, 2);
+    assert!(matches!(
+        f.pinned.batch_lookup_response(&labels, &swapped),
+        Err(kt_client::verify::ResponseError::OtherQuestion { .. })
+    ));
     for item in [&batch.results[0], &batch.results[2]] {
         let single = LookupResponse {
             label: item.label.clone(),
@@ -409,6 +423,60 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
         metrics.contains(r#"kt_directory_storage_bytes{cf="tree_nodes"}"#),
         "{metrics}"
     );
+}
+
+/// An unknown label's lookup and history answer `404` with an absence proof at the
+/// current head; once the label is inserted, the old proof still verifies against its
+/// own (older) head and the new answer is a lookup proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_labels_get_absence_proofs() {
+    let f = fixture(100).await;
+    f.post_updates(&[("alice", b"k1"), ("bob", b"k2")]).await;
+    f.epoch().await;
+    let mut answers = Vec::new();
+    for path in [
+        "/v1/lookup/carol",
+        "/v1/history/carol",
+        "/v1/history/carol?most_recent=2",
+    ] {
+        let (status, body) = f.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        let absent: AbsenceResponse = serde_json::from_slice(&body).expect("absence body");
+        assert!(absent.error.contains("not in the directory"), "{}", absent.error);
+        assert_eq!(absent.head.head.epoch, 1);
+        f.pinned.absence_response("carol", &absent).expect("absence verifies");
+        // The same proof is not one of another label's absence.
+        assert!(matches!(
+            f.pinned.absence_response(
+                "dave",
+                &AbsenceResponse {
+                    label: "dave".into(),
+                    ..absent.clone()
+                }
+            ),
+            Err(kt_client::verify::ResponseError::Proof(_))
+        ));
+        answers.push(absent);
+    }
+    f.post_updates(&[("carol", b"k3")]).await;
+    f.epoch().await;
+    let lookup: LookupResponse = f.get_json("/v1/lookup/carol").await;
+    assert_eq!(lookup.head.head.epoch, 2);
+    f.pinned.lookup_response("carol", &lookup).expect("present now");
+    // The epoch-1 absence proof is no absence proof under the epoch-2 head.
+    let mut replayed = answers[0].clone();
+    replayed.head = lookup.head.clone();
+    assert!(matches!(
+        f.pinned.absence_response("carol", &replayed),
+        Err(kt_client::verify::ResponseError::Proof(
+            kt_client::verify::VerifyError::NonMembership { .. }
+        ))
+    ));
+    // Under its own head it still verifies: only freshness (the client's maximum head
+    // age, or its state file) tells it is old.
+    f.pinned
+        .absence_response("carol", &answers[0])
+        .expect("old answer, old head");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,8 +25,39 @@ const READ_CACHE_BYTES: usize = 256 << 20;
 /// Read views' akd cache: sweep interval.
 const READ_CACHE_CLEAN: Duration = Duration::from_secs(30);
 
-/// akd's read-only directory, as the read views use it.
-pub type ReadDirectory = ReadOnlyDirectory<KtConfig, Store, VrfSecret>;
+/// akd's read-only directory, as the read views use it, with the storage manager and
+/// VRF key it reads through: akd's lookups and histories go through the directory
+/// (`Deref`), absence proofs ([`ReadDirectory::absence`]) through the same manager and
+/// so the same cache.
+pub struct ReadDirectory {
+    /// akd's reader.
+    akd: ReadOnlyDirectory<KtConfig, Store, VrfSecret>,
+    /// The manager `akd` reads through (clones share its cache).
+    storage: StorageManager<Store>,
+    /// The VRF key, for the VRF proof of an absent label's first version.
+    vrf: VrfSecret,
+}
+
+impl std::fmt::Debug for ReadDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadDirectory").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for ReadDirectory {
+    type Target = ReadOnlyDirectory<KtConfig, Store, VrfSecret>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.akd
+    }
+}
+
+impl ReadDirectory {
+    /// The absence proof of `label` and the epoch it is at: [`crate::absence::prove`].
+    pub async fn absence(&self, label: &akd::AkdLabel) -> Result<(kt_client::wire::DecodedAbsence, u64), AkdError> {
+        crate::absence::prove(&self.storage, &self.vrf, label).await
+    }
+}
 
 /// What readers serve: one epoch's head and an akd reader positioned at that epoch.
 pub struct ReadView {
@@ -52,7 +83,12 @@ pub(crate) async fn new_read_dir(storage: &Store, vrf: &VrfSecret) -> Result<Rea
         Some(READ_CACHE_BYTES),
         Some(READ_CACHE_CLEAN),
     );
-    ReadOnlyDirectory::new(manager, vrf.clone(), AzksParallelismConfig::default()).await
+    let akd = ReadOnlyDirectory::new(manager.clone(), vrf.clone(), AzksParallelismConfig::default()).await?;
+    Ok(ReadDirectory {
+        akd,
+        storage: manager,
+        vrf: vrf.clone(),
+    })
 }
 
 /// The publisher's side of the operator API.

@@ -267,6 +267,19 @@ impl Api {
         serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// GET `path`, which must be a `404` with an absence proof of `label` that
+    /// verifies under `pinned`; returns the answer.
+    pub async fn absent(&self, path: &str, label: &str, pinned: &PinnedKeys) -> kt_client::wire::AbsenceResponse {
+        let (status, body) = self.get_raw(path).await;
+        assert_eq!(status, 404, "GET {path}: {}", String::from_utf8_lossy(&body));
+        let absent: kt_client::wire::AbsenceResponse =
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not an absence answer: {e}"));
+        pinned
+            .absence_response(label, &absent)
+            .unwrap_or_else(|e| panic!("GET {path}: the absence proof does not verify: {e}"));
+        absent
+    }
+
     /// GET raw bytes and the status.
     pub async fn get_raw(&self, path: &str) -> (u16, Vec<u8>) {
         let response = self
