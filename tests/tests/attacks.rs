@@ -273,6 +273,15 @@ async fn a_directory_cannot_hide_a_label() {
     let h = kt(&url, &d, &state, &["history", "carol"]);
     assert_eq!(h.code, 6, "{}{}", h.stdout, h.stderr);
     assert!(h.stdout.contains("absent (proven)"), "{}", h.stdout);
+    // Carol's own monitor, before her first key: nothing unexpected, proven.
+    let expect = B64.encode(b"carol's key");
+    let m = kt(&url, &d, &state, &["monitor", "carol", "--expect", &expect, "--once"]);
+    assert_eq!(m.code, 0, "{}{}", m.stdout, m.stderr);
+    assert!(
+        m.stdout.contains("ok label=carol absent (proven) at epoch 1"),
+        "{}",
+        m.stdout
+    );
 
     // Another label's genuine absence proof, relabelled.
     *lie.lock().expect("lock") = Lie::DecoyAbsence;
@@ -302,6 +311,8 @@ async fn a_directory_cannot_hide_a_label() {
     api.epoch().await.expect("epoch 2");
     let r = kt(&url, &d, &state, &["lookup", "carol"]);
     assert_eq!(r.code, 0, "present at epoch 2: {}{}", r.stdout, r.stderr);
+    let m = kt(&url, &d, &state, &["monitor", "carol", "--expect", &expect, "--once"]);
+    assert_eq!(m.code, 0, "her key, as expected: {}{}", m.stdout, m.stderr);
     *lie.lock().expect("lock") = Lie::Replay(Bytes::from(old));
     let r = kt(&url, &d, &state, &["lookup", "carol"]);
     assert_eq!(r.code, 4, "a client that saw epoch 2: {}{}", r.stdout, r.stderr);
