@@ -37,8 +37,9 @@ pub async fn rocks(path: &Path) -> KtDirectory {
         .expect("open directory")
 }
 
-/// [`rocks`], with a storage manager over the same store for what akd's directory does
-/// not expose (absence proofs: `kt_directory::absence::prove`).
+/// [`rocks`], with a storage manager over the same store, cached as the directory's own,
+/// for what akd's directory does not expose (absence proofs:
+/// `kt_directory::absence::prove`).
 pub async fn rocks_with_storage(path: &Path) -> (KtDirectory, StorageManager<kt_directory::storage::Store>) {
     let path = path.to_owned();
     let storage =
@@ -50,10 +51,15 @@ pub async fn rocks_with_storage(path: &Path) -> (KtDirectory, StorageManager<kt_
     let dir = kt_directory::open_directory(store.clone(), vrf())
         .await
         .expect("open directory");
-    (dir, StorageManager::new_no_cache(store))
+    // With the cache the directory's own manager has, as a read view's absence proofs
+    // go through the view's (cached) manager.
+    let cache = kt_directory::AkdCache::default();
+    let manager = StorageManager::new(store, Some(cache.lifetime), cache.limit_bytes, Some(cache.clean_every));
+    (dir, manager)
 }
 
-/// [`memory`], with a storage manager over the same database.
+/// [`memory`], with a storage manager over the same database, cached as the
+/// directory's own.
 pub async fn memory_with_storage() -> (MemDirectory, StorageManager<AsyncInMemoryDatabase>) {
     let db = AsyncInMemoryDatabase::new();
     let dir = Directory::new(
@@ -63,7 +69,7 @@ pub async fn memory_with_storage() -> (MemDirectory, StorageManager<AsyncInMemor
     )
     .await
     .expect("in-memory directory");
-    (dir, StorageManager::new_no_cache(db))
+    (dir, StorageManager::new(db, None, None, None))
 }
 
 /// A fresh in-memory directory, with akd's cache as the RocksDB one has.
