@@ -26,7 +26,7 @@ use crate::wire::DecodedAbsence;
 use akd_core::configuration::Configuration;
 use akd_core::ecvrf::{Proof, VRFKeyStorage, VRFPublicKey, VrfError};
 use akd_core::hash::Digest;
-use akd_core::{AkdLabel, Direction, MembershipProof, NodeLabel, NonMembershipProof, VersionFreshness};
+use akd_core::{AkdLabel, Direction, MembershipProof, NodeLabel, NonMembershipProof, PrefixOrdering, VersionFreshness};
 
 /// Why an absence proof (or a non-membership proof inside another proof) did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,10 +38,10 @@ pub enum AbsenceError {
     #[error("the VRF proof is malformed: {0}")]
     VrfProofFormat(String),
     /// The VRF proof does not verify for `(label, Fresh, 1)` under the pinned key.
-    #[error("the VRF proof is not for this label's first version under the pinned VRF key: {0}")]
+    #[error("the VRF proof is not for this label and version under the pinned VRF key: {0}")]
     VrfProof(String),
     /// The non-membership proof is about another node than the one the VRF proof gives.
-    #[error("the non-membership proof is for node {got}, but the label's first version is node {expected}")]
+    #[error("the non-membership proof is for node {got}, but the label and version give node {expected}")]
     OtherNode {
         /// The node label derived from the VRF proof.
         expected: NodeLabel,
@@ -79,6 +79,18 @@ pub enum AbsenceError {
     /// A label in the proof is longer than the 256 bits of a node label.
     #[error("a label of {0} bits, longer than a node label")]
     LabelLength(u32),
+    /// A membership proof's path does not lead to its node: a step's label is not a
+    /// shorter prefix of the node than the next one's, its direction is not the node's
+    /// bit there, or its sibling is not on the other side. akd's verifier only folds
+    /// hashes, so a tree built with a node off its path (which akd never builds, and an
+    /// auditor's append-only check refuses) could prove it both present and absent.
+    #[error("membership proof of {node}: step {step} does not lie on the path to the node")]
+    Path {
+        /// The node the proof is of.
+        node: NodeLabel,
+        /// The step, counted from the root.
+        step: usize,
+    },
     /// The proof does not cover exactly the marker versions up to the head's epoch.
     #[error("the proof covers versions {got:?}, not the marker versions {expected:?} up to the epoch")]
     MarkerVersions {
@@ -193,7 +205,8 @@ pub fn check_children(proof: &NonMembershipProof) -> Result<(), AbsenceError> {
 /// 4. it is the children's longest common prefix (the root when one child is akd's
 ///    empty placeholder);
 /// 5. the membership proof is of that prefix, with the hash of those two children;
-/// 6. the membership proof leads to `root_hash`.
+/// 6. its steps lie on the path to the prefix ([`check_path`]; akd does not check it);
+/// 7. the membership proof leads to `root_hash`.
 pub fn verify_nonmembership(
     root_hash: Digest,
     node: NodeLabel,
@@ -240,8 +253,49 @@ pub fn verify_nonmembership(
     if membership.label != computed || membership.hash_val != prefix_hash {
         return Err(AbsenceError::PrefixNode);
     }
+    check_path(membership)?;
     if membership_root(membership) != root_hash {
         return Err(AbsenceError::Root);
+    }
+    Ok(())
+}
+
+/// Checks that a membership proof's steps lie on the path from the root to its node:
+/// the first step is the root, each step's label is a prefix of the node strictly
+/// longer than the one before and shorter than the node, its direction is the node's
+/// bit after that prefix, and its sibling (unless akd's empty placeholder, which only
+/// the root has) lies on the other side. Every proof akd builds passes
+/// (`get_lcp_node_label_with_membership_proof` walks that path).
+pub fn check_path(proof: &MembershipProof) -> Result<(), AbsenceError> {
+    let node = proof.label;
+    let bad = |step| AbsenceError::Path { node, step };
+    let empty = KtConfig::empty_label();
+    let mut previous: Option<u32> = None;
+    for (i, step) in proof.sibling_proofs.iter().enumerate() {
+        let len = step.label.get_len();
+        if (i == 0 && step.label != NodeLabel::root()) || previous.is_some_and(|p| len <= p) {
+            return Err(bad(i));
+        }
+        let towards = match step.label.get_prefix_ordering(node) {
+            PrefixOrdering::WithZero => Direction::Left,
+            PrefixOrdering::WithOne => Direction::Right,
+            PrefixOrdering::Invalid => return Err(bad(i)),
+        };
+        if step.direction != towards {
+            return Err(bad(i));
+        }
+        let sibling = step.siblings[0].label;
+        if sibling != empty {
+            let other = match step.label.get_prefix_ordering(sibling) {
+                PrefixOrdering::WithZero => Direction::Left,
+                PrefixOrdering::WithOne => Direction::Right,
+                PrefixOrdering::Invalid => return Err(bad(i)),
+            };
+            if other == towards {
+                return Err(bad(i));
+            }
+        }
+        previous = Some(len);
     }
     Ok(())
 }
@@ -382,6 +436,61 @@ mod tests {
         let (mut root, proof) = root_proof(node);
         root[0] ^= 1;
         assert_eq!(verify_nonmembership(root, node, &proof), Err(AbsenceError::Root));
+    }
+
+    /// A tree akd never builds: root → (0…: leaf a, 10: interior p), p → (leaf b 10…,
+    /// leaf m 11…). m is off its path (11 is not below 10), so the root's honest-looking
+    /// absence proof of m verifies, and so does the hash fold of m's membership proof:
+    /// [`check_path`] is what refuses the second, so the two never both verify.
+    #[test]
+    fn a_node_off_its_path_is_not_proven_present() {
+        let a = element(&[0x00], 256, 1);
+        let p_label = NodeLabel::new([0x80; 32], 2).get_prefix(2);
+        let b = element(&[0x80], 256, 3);
+        let m = element(&[0xC0], 256, 4);
+        let parent = |l: &AzksElement, r: &AzksElement| {
+            KtConfig::compute_parent_hash_from_children(
+                &l.value,
+                &l.label.value::<KtConfig>(),
+                &r.value,
+                &r.label.value::<KtConfig>(),
+            )
+        };
+        let p = AzksElement {
+            label: p_label,
+            value: parent(&b, &m),
+        };
+        let root_value = parent(&a, &p);
+        let root = KtConfig::compute_root_hash_from_val(&root_value);
+        let present = MembershipProof {
+            label: m.label,
+            hash_val: m.value,
+            sibling_proofs: vec![
+                akd_core::SiblingProof {
+                    label: NodeLabel::root(),
+                    siblings: [a],
+                    direction: Direction::Right,
+                },
+                akd_core::SiblingProof {
+                    label: p_label,
+                    siblings: [b],
+                    direction: Direction::Right,
+                },
+            ],
+        };
+        assert_eq!(membership_root(&present), root, "akd's fold accepts it");
+        assert_eq!(check_path(&present), Err(AbsenceError::Path { node: m.label, step: 1 }));
+        let absent = NonMembershipProof {
+            label: m.label,
+            longest_prefix: NodeLabel::root(),
+            longest_prefix_children: [a, p],
+            longest_prefix_membership_proof: MembershipProof {
+                label: NodeLabel::root(),
+                hash_val: root_value,
+                sibling_proofs: vec![],
+            },
+        };
+        assert_eq!(verify_nonmembership(root, m.label, &absent), Ok(()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! these once the head format exists.
 
 use crate::KtConfig;
-use crate::absence::{AbsenceError, check_children};
+use crate::absence::{AbsenceError, check_children, check_path};
 use crate::head::{Head, HeadError, SignedHead, vrf_key_hash};
 use crate::wire::{
     AbsenceResponse, BatchLookupResponse, DecodedAbsence, HistoryResponse, LookupResponse, WireError, decode_absence,
@@ -73,12 +73,26 @@ pub fn lookup(
             proof.version
         ))));
     }
-    check_children(&proof.freshness_proof).map_err(|reason| VerifyError::NonMembership {
-        what: "lookup freshness proof",
-        label: shown.clone(),
-        epoch,
-        reason: Box::new(reason),
-    })?;
+    let structure = |what| {
+        let shown = shown.clone();
+        move |reason| VerifyError::NonMembership {
+            what,
+            label: shown,
+            epoch,
+            reason: Box::new(reason),
+        }
+    };
+    check_children(&proof.freshness_proof).map_err(structure("lookup freshness proof"))?;
+    for (what, path) in [
+        ("lookup existence proof", &proof.existence_proof),
+        ("lookup marker proof", &proof.marker_proof),
+        (
+            "lookup freshness proof",
+            &proof.freshness_proof.longest_prefix_membership_proof,
+        ),
+    ] {
+        check_path(path).map_err(structure(what))?;
+    }
     guarded(|| akd_core::verify::lookup_verify::<KtConfig>(vrf_public_key, root_hash, epoch, label, proof))
         .unwrap_or_else(|| Err(VerificationError::LookupProof(PANICKED.into())))
         .map_err(fail)
@@ -125,13 +139,27 @@ pub fn history(
             pair[0], pair[1]
         ))));
     }
-    for marker in &proof.non_existence_of_future_marker_proofs {
-        check_children(marker).map_err(|reason| VerifyError::NonMembership {
-            what: "history future-marker proof",
-            label: shown.clone(),
+    let structure = |what| {
+        let shown = shown.clone();
+        move |reason| VerifyError::NonMembership {
+            what,
+            label: shown,
             epoch,
             reason: Box::new(reason),
-        })?;
+        }
+    };
+    for marker in &proof.non_existence_of_future_marker_proofs {
+        check_children(marker).map_err(structure("history future-marker proof"))?;
+        check_path(&marker.longest_prefix_membership_proof).map_err(structure("history future-marker proof"))?;
+    }
+    for update in &proof.update_proofs {
+        check_path(&update.existence_proof).map_err(structure("history existence proof"))?;
+        if let Some(previous) = &update.previous_version_proof {
+            check_path(previous).map_err(structure("history previous-version proof"))?;
+        }
+    }
+    for past in &proof.existence_of_past_marker_proofs {
+        check_path(past).map_err(structure("history past-marker proof"))?;
     }
     guarded(|| {
         akd_core::verify::key_history_verify::<KtConfig>(
