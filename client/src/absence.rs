@@ -196,6 +196,14 @@ pub fn check_children(proof: &NonMembershipProof) -> Result<(), AbsenceError> {
     Ok(())
 }
 
+/// The two checks akd's verifiers lack, on a non-membership proof that akd's verifier
+/// also runs on (inside lookup and history proofs): [`check_children`] and
+/// [`check_path`] of the longest prefix's membership proof.
+pub fn check_beyond_akd(proof: &NonMembershipProof) -> Result<(), AbsenceError> {
+    check_children(proof)?;
+    check_path(&proof.longest_prefix_membership_proof)
+}
+
 /// Verifies that `proof` shows `node` is not in the tree of `root_hash`.
 ///
 /// akd's checks, in its order, plus [`check_children`]:

@@ -513,6 +513,15 @@ impl Session {
         Ok(())
     }
 
+    /// A verified head accepted: checked against the clock and the state file
+    /// ([`Session::check`]), co-signed by the auditors required
+    /// ([`Session::check_audited`]), then written to the state file.
+    async fn accept(&mut self, pinned: &PinnedKeys, head: &SignedHead) -> anyhow::Result<()> {
+        self.check(head)?;
+        self.check_audited(pinned, head).await?;
+        self.commit()
+    }
+
     fn print<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
@@ -606,9 +615,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pinned = s.pinned(true).await?;
             let head = s.client()?.latest_head().await.map_err(code_of_http)?;
             pinned.check_head(&head).map_err(code_of_response)?;
-            s.check(&head)?;
-            s.check_audited(&pinned, &head).await?;
-            s.commit()?;
+            s.accept(&pinned, &head).await?;
             s.print(&head, || head_line(&head))
         }
         Command::Monitor(args) => monitor(&mut s, args).await,
@@ -726,9 +733,7 @@ async fn absent(
 ) -> anyhow::Result<()> {
     save_json(save, response)?;
     pinned.absence_response(label, response).map_err(code_of_response)?;
-    s.check(&response.head)?;
-    s.check_audited(pinned, &response.head).await?;
-    s.commit()?;
+    s.accept(pinned, &response.head).await?;
     s.print(
         &Absent {
             label,
@@ -751,9 +756,7 @@ async fn lookup(s: &mut Session, label: &str, save: Option<&Path>) -> anyhow::Re
     };
     save_json(save, &response)?;
     let found = pinned.lookup_response(label, &response).map_err(code_of_response)?;
-    s.check(&response.head)?;
-    s.check_audited(&pinned, &response.head).await?;
-    s.commit()?;
+    s.accept(&pinned, &response.head).await?;
     let v = Version::from(&found);
     s.print(
         &Verified {
@@ -787,9 +790,7 @@ async fn history(s: &mut Session, label: &str, most_recent: Option<u64>, save: O
     let versions = pinned
         .history_response(label, most_recent, &response)
         .map_err(code_of_response)?;
-    s.check(&response.head)?;
-    s.check_audited(&pinned, &response.head).await?;
-    s.commit()?;
+    s.accept(&pinned, &response.head).await?;
     let versions: Vec<Version> = versions.iter().map(Version::from).collect();
     s.print(
         &Verified {
@@ -824,10 +825,8 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
     loop {
         let head = s.client()?.latest_head().await.map_err(code_of_http)?;
         pinned.check_head(&head).map_err(code_of_response)?;
-        s.check(&head)?;
         // Remembered only once the auditors co-signed it, as by every other command.
-        s.check_audited(&pinned, &head).await?;
-        s.commit()?;
+        s.accept(&pinned, &head).await?;
         let since = s.dir().monitored.get(&args.label).copied().unwrap_or(args.since);
         if head.head.epoch > since {
             // The complete history, verified as such: every version from 1 on and no
@@ -877,9 +876,7 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
             let versions = pinned
                 .history_response(&args.label, None, &response)
                 .map_err(code_of_response)?;
-            s.check(&response.head)?;
-            s.check_audited(&pinned, &response.head).await?;
-            s.commit()?;
+            s.accept(&pinned, &response.head).await?;
             let unexpected: Vec<Version> = versions
                 .iter()
                 .filter(|v| v.epoch > since && v.value.0 != expected)

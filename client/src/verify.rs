@@ -4,7 +4,7 @@
 //! these once the head format exists.
 
 use crate::KtConfig;
-use crate::absence::{AbsenceError, check_children, check_path};
+use crate::absence::{AbsenceError, check_beyond_akd, check_path};
 use crate::head::{Head, HeadError, SignedHead, vrf_key_hash};
 use crate::wire::{
     AbsenceResponse, BatchLookupResponse, DecodedAbsence, HistoryResponse, LookupResponse, WireError, decode_absence,
@@ -51,6 +51,16 @@ fn label_str(label: &AkdLabel) -> String {
     String::from_utf8_lossy(&label.0).into_owned()
 }
 
+/// The error of a non-membership (or path) check of `what` in a proof for `label`.
+fn non_membership<'a>(what: &'static str, label: &'a str, epoch: u64) -> impl FnOnce(AbsenceError) -> VerifyError + 'a {
+    move |reason| VerifyError::NonMembership {
+        what,
+        label: label.to_owned(),
+        epoch,
+        reason: Box::new(reason),
+    }
+}
+
 /// Verifies that `proof` shows `label`'s current value at `epoch` under `root_hash`.
 pub fn lookup(
     vrf_public_key: &[u8],
@@ -73,25 +83,12 @@ pub fn lookup(
             proof.version
         ))));
     }
-    let structure = |what| {
-        let shown = shown.clone();
-        move |reason| VerifyError::NonMembership {
-            what,
-            label: shown,
-            epoch,
-            reason: Box::new(reason),
-        }
-    };
-    check_children(&proof.freshness_proof).map_err(structure("lookup freshness proof"))?;
+    check_beyond_akd(&proof.freshness_proof).map_err(non_membership("lookup freshness proof", &shown, epoch))?;
     for (what, path) in [
         ("lookup existence proof", &proof.existence_proof),
         ("lookup marker proof", &proof.marker_proof),
-        (
-            "lookup freshness proof",
-            &proof.freshness_proof.longest_prefix_membership_proof,
-        ),
     ] {
-        check_path(path).map_err(structure(what))?;
+        check_path(path).map_err(non_membership(what, &shown, epoch))?;
     }
     guarded(|| akd_core::verify::lookup_verify::<KtConfig>(vrf_public_key, root_hash, epoch, label, proof))
         .unwrap_or_else(|| Err(VerificationError::LookupProof(PANICKED.into())))
@@ -139,27 +136,17 @@ pub fn history(
             pair[0], pair[1]
         ))));
     }
-    let structure = |what| {
-        let shown = shown.clone();
-        move |reason| VerifyError::NonMembership {
-            what,
-            label: shown,
-            epoch,
-            reason: Box::new(reason),
-        }
-    };
     for marker in &proof.non_existence_of_future_marker_proofs {
-        check_children(marker).map_err(structure("history future-marker proof"))?;
-        check_path(&marker.longest_prefix_membership_proof).map_err(structure("history future-marker proof"))?;
+        check_beyond_akd(marker).map_err(non_membership("history future-marker proof", &shown, epoch))?;
     }
     for update in &proof.update_proofs {
-        check_path(&update.existence_proof).map_err(structure("history existence proof"))?;
+        check_path(&update.existence_proof).map_err(non_membership("history existence proof", &shown, epoch))?;
         if let Some(previous) = &update.previous_version_proof {
-            check_path(previous).map_err(structure("history previous-version proof"))?;
+            check_path(previous).map_err(non_membership("history previous-version proof", &shown, epoch))?;
         }
     }
     for past in &proof.existence_of_past_marker_proofs {
-        check_path(past).map_err(structure("history past-marker proof"))?;
+        check_path(past).map_err(non_membership("history past-marker proof", &shown, epoch))?;
     }
     guarded(|| {
         akd_core::verify::key_history_verify::<KtConfig>(
@@ -188,14 +175,11 @@ pub fn verify_absence(
     vrf_public_key: &[u8],
     proof: &DecodedAbsence,
 ) -> Result<(), VerifyError> {
-    crate::absence::verify(vrf_public_key, head.root, head.epoch, label, proof).map_err(|reason| {
-        VerifyError::NonMembership {
-            what: "absence proof",
-            label: label_str(label),
-            epoch: head.epoch,
-            reason: Box::new(reason),
-        }
-    })
+    crate::absence::verify(vrf_public_key, head.root, head.epoch, label, proof).map_err(non_membership(
+        "absence proof",
+        &label_str(label),
+        head.epoch,
+    ))
 }
 
 /// One label's verified result in a batch lookup.

@@ -183,6 +183,14 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// `base` with its absence proof replaced by `absence`.
+fn with_absence(base: &AbsenceResponse, absence: &DecodedAbsence) -> AbsenceResponse {
+    AbsenceResponse {
+        absence: encode_absence(absence),
+        ..base.clone()
+    }
+}
+
 fn refused_as_absence(result: Result<(), ResponseError>) -> AbsenceError {
     match result {
         Err(ResponseError::Proof(VerifyError::NonMembership { reason, .. })) => reason.innermost().clone(),
@@ -297,10 +305,7 @@ async fn every_marker_version_must_be_proven() {
     let mut reversed = full.clone();
     reversed.markers.reverse();
     for bad in [first_only, extra, reversed, DecodedAbsence { markers: vec![] }] {
-        let answer = AbsenceResponse {
-            absence: encode_absence(&bad),
-            ..f.nobody.clone()
-        };
+        let answer = with_absence(&f.nobody, &bad);
         assert!(matches!(
             refused_as_absence(f.pinned.absence_response("nobody", &answer)),
             AbsenceError::MarkerVersions { .. }
@@ -311,10 +316,7 @@ async fn every_marker_version_must_be_proven() {
     relabelled.markers.swap(0, 1);
     relabelled.markers[0].version = 1;
     relabelled.markers[1].version = 2;
-    let answer = AbsenceResponse {
-        absence: encode_absence(&relabelled),
-        ..f.nobody.clone()
-    };
+    let answer = with_absence(&f.nobody, &relabelled);
     assert!(matches!(
         refused_as_absence(f.pinned.absence_response("nobody", &answer)),
         AbsenceError::VrfProof(_)
@@ -347,10 +349,7 @@ async fn swapped_children_and_wrong_vrf_proofs_are_refused() {
     let decoded = decode_absence(&f.nobody.absence).expect("decodes");
     let mut swapped = decoded.clone();
     swapped.markers[0].proof.longest_prefix_children.swap(0, 1);
-    let answer = AbsenceResponse {
-        absence: encode_absence(&swapped),
-        ..f.nobody.clone()
-    };
+    let answer = with_absence(&f.nobody, &swapped);
     assert!(f.pinned.absence_response("nobody", &answer).is_err());
 
     let label = AkdLabel::from("nobody");
@@ -361,10 +360,7 @@ async fn swapped_children_and_wrong_vrf_proofs_are_refused() {
             .expect("vrf");
         let mut wrong = decoded.clone();
         wrong.markers[0].vrf_proof = vrf.to_bytes().to_vec();
-        let answer = AbsenceResponse {
-            absence: encode_absence(&wrong),
-            ..f.nobody.clone()
-        };
+        let answer = with_absence(&f.nobody, &wrong);
         assert!(matches!(
             refused_as_absence(f.pinned.absence_response("nobody", &answer)),
             AbsenceError::VrfProof(_)

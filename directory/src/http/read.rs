@@ -149,6 +149,20 @@ async fn absence(view: &ReadView, label: &str) -> Result<(DecodedAbsence, u64), 
     Ok(view.dir.absence(&AkdLabel::from(label)).await?)
 }
 
+/// On `view`: the absence answer of `label` and the epoch it is at, unless the label
+/// is known at the view's epoch (then the caller asks akd for its proof).
+async fn absent_unless_known<P>(
+    state: &AppState,
+    view: &ReadView,
+    label: &str,
+) -> Result<Option<(Answer<P>, u64)>, ApiError> {
+    if is_known(state, label, view.head.head.epoch).await? {
+        return Ok(None);
+    }
+    let (proof, at) = absence(view, label).await?;
+    Ok(Some((Answer::Absent(Box::new(proof)), at)))
+}
+
 /// The `404` of a label absent at `view`'s epoch, with its proof.
 fn absent(state: &AppState, view: &ReadView, label: String, proof: &DecodedAbsence) -> Result<Response, ApiError> {
     check_absence(state, view, &label, proof)?;
@@ -223,9 +237,8 @@ pub(super) async fn lookup(
     let (answer, view) = on_view(&state, |view| {
         let (state, label) = (state.clone(), label.clone());
         async move {
-            if !is_known(&state, &label, view.head.head.epoch).await? {
-                let (proof, at) = absence(&view, &label).await?;
-                return Ok((Answer::Absent(Box::new(proof)), at));
+            if let Some(absent) = absent_unless_known(&state, &view, &label).await? {
+                return Ok(absent);
             }
             let (proof, at) = view.dir.lookup(AkdLabel::from(label.as_str())).await?;
             Ok((Answer::Present(proof), at.0))
@@ -351,9 +364,8 @@ pub(super) async fn history(
     let (answer, view) = on_view(&state, |view| {
         let (state, label) = (state.clone(), label.clone());
         async move {
-            if !is_known(&state, &label, view.head.head.epoch).await? {
-                let (proof, at) = absence(&view, &label).await?;
-                return Ok((Answer::Absent(Box::new(proof)), at));
+            if let Some(absent) = absent_unless_known(&state, &view, &label).await? {
+                return Ok(absent);
             }
             let (proof, at) = view.dir.key_history(&AkdLabel::from(label.as_str()), params).await?;
             Ok((Answer::Present(proof), at.0))
