@@ -39,9 +39,14 @@ stage install bash scripts/setup.sh
 stage "MariaDB on loopback (throwaway data directory)" start_mariadb
 stage fmt bash -c "cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check"
 stage "dependency rules" bash scripts/check-deps.sh
+stage "docs: relative links in *.md" bash scripts/check-links.sh
 stage "client library without cli feature" cargo build --release --locked -p kt-client --no-default-features --lib
 stage build cargo build --release --workspace --all-targets --locked
 stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
+# Every intra-doc link resolves (links to private items are allowed: these are the
+# maintainers' docs, built with the private items).
+stage "docs: cargo doc, warnings denied" env RUSTDOCFLAGS="-Dwarnings -Arustdoc::private-intra-doc-links" \
+    cargo doc --release --workspace --no-deps --locked --document-private-items
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
 stage "client: head and co-signature vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test cosign_vectors --test tampering
 stage "fuzz corpus replay (no fuzzer)" tests cargo test --release --locked --manifest-path fuzz/Cargo.toml --no-default-features

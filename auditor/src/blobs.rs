@@ -14,7 +14,6 @@ pub enum BlobAuditError {
     Io {
         /// What could not be read.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },

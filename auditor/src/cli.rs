@@ -90,6 +90,47 @@ struct ServeArgs {
     request_timeout: Option<u64>,
 }
 
+/// `kt-auditor serve ARGS` resolved from its flags, environment and config file
+/// (`args` is what follows `serve`): for tests that run the auditor in process with
+/// the binary's own parsing.
+pub fn parse_serve<I, T>(args: I) -> anyhow::Result<(DataDir, ServeConfig)>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["kt-auditor".into(), "serve".into()]
+        .into_iter()
+        .chain(args.into_iter().map(Into::into));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Serve(args) => resolve(*args),
+        _ => bail!("not a serve command"),
+    }
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<(DataDir, ServeConfig)> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let flags = FileConfig {
+        directory: args.directory,
+        directory_key: args.directory_key,
+        listen: args.listen,
+        public_url: args.public_url,
+        poll_interval_secs: args.poll_interval,
+        max_backoff_secs: args.max_backoff,
+        max_head_age_secs: args.max_head_age,
+        max_proof_mib: args.max_proof_mib,
+        request_timeout_secs: args.request_timeout,
+        max_clock_skew_secs: args.max_clock_skew,
+        ca_file: args.ca_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+    };
+    let config = ServeConfig::resolve(file.overlay(flags))?;
+    Ok((DataDir::new(args.data_dir), config))
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,27 +143,8 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Serve(args) => {
-                let file = match &args.config {
-                    Some(path) => FileConfig::load(path)?,
-                    None => FileConfig::default(),
-                };
-                let flags = FileConfig {
-                    directory: args.directory,
-                    directory_key: args.directory_key,
-                    listen: args.listen,
-                    public_url: args.public_url,
-                    poll_interval_secs: args.poll_interval,
-                    max_backoff_secs: args.max_backoff,
-                    max_head_age_secs: args.max_head_age,
-                    max_proof_mib: args.max_proof_mib,
-                    request_timeout_secs: args.request_timeout,
-                    max_clock_skew_secs: args.max_clock_skew,
-                    ca_file: args.ca_file,
-                    tls_cert: args.tls_cert,
-                    tls_key: args.tls_key,
-                };
-                let config = ServeConfig::resolve(file.overlay(flags))?;
-                crate::server::serve(DataDir::new(args.data_dir), config).await
+                let (data, config) = resolve(*args)?;
+                crate::server::run(data, config).await
             }
             Command::AuditBlobs { path } => {
                 let verified = crate::blobs::audit(&path, |v| {

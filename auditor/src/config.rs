@@ -113,8 +113,8 @@ impl ServeConfig {
                 s => Ok(Duration::from_secs(s)),
             }
         };
-        // The largest public append-only proof seen was 291 MB (one WhatsApp epoch); a
-        // 200k-rotation epoch at 10M entries is ~120 MB.
+        // Room for the largest public append-only proofs (WhatsApp epochs) and for our
+        // own largest epochs (docs/auditor.md gives the sizes).
         let max_proof_mib = c.max_proof_mib.unwrap_or(512);
         if max_proof_mib == 0 {
             return Err(ConfigError::Invalid("max_proof_mib must be at least 1".into()));

@@ -21,7 +21,6 @@ pub enum DataDirError {
     Io {
         /// The directory.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },

@@ -36,14 +36,61 @@ pub struct FollowConfig {
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     /// The directory could not be asked (or answered nonsense that proves nothing).
-    #[error("{0}")]
-    Transient(String),
+    #[error(transparent)]
+    Transient(#[from] Transient),
     /// The directory misbehaved; the finding is published.
     #[error("{}", .0.reason)]
     Misbehaviour(Box<Finding>),
     /// Our own database failed: stop rather than guess.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A failed step that proves nothing: retried with backoff, counted, and shown as
+/// lagging.
+#[derive(Debug, thiserror::Error)]
+enum Transient {
+    /// The directory could not be asked.
+    #[error("directory unavailable: {0}")]
+    Unavailable(#[from] HttpError),
+    /// An answer nobody signed, or that does not decode.
+    #[error("unusable answer from the directory ({}): {reason}", .what.label())]
+    Unusable {
+        /// What was wrong with it (the metric label).
+        what: Unusable,
+        /// The check that refused it.
+        reason: String,
+    },
+    /// The directory does not serve the proof of an epoch it signed.
+    #[error("the directory does not serve the proof {name} for epoch {epoch}: {message}")]
+    ProofNotServed {
+        /// The blob's name.
+        name: String,
+        /// The epoch.
+        epoch: u64,
+        /// The directory's message.
+        message: String,
+    },
+    /// The directory answered a head of another epoch than the one asked for.
+    #[error("asked the directory for the head of epoch {asked}, got epoch {got}")]
+    WrongEpoch {
+        /// The epoch asked for.
+        asked: u64,
+        /// The epoch answered.
+        got: u64,
+    },
+    /// The empty-tree root could not be computed (akd, in memory).
+    #[error("computing the empty-tree root: {0}")]
+    EmptyRoot(#[source] akd::errors::AkdError),
+    /// The co-signature could not be made.
+    #[error("co-signing: {0}")]
+    Cosign(#[source] kt_client::cosign::CoSignError),
+}
+
+impl From<HttpError> for StepError {
+    fn from(e: HttpError) -> Self {
+        StepError::Transient(Transient::Unavailable(e))
+    }
 }
 
 impl From<Finding> for StepError {
@@ -74,12 +121,6 @@ impl Unusable {
             Unusable::InvalidProofRefetched => "invalid_proof_refetched",
             Unusable::OtherNamespace => "other_namespace",
         }
-    }
-}
-
-impl From<HttpError> for StepError {
-    fn from(e: HttpError) -> Self {
-        StepError::Transient(format!("directory unavailable: {e}"))
     }
 }
 
@@ -210,7 +251,8 @@ impl Follower {
                         break;
                     }
                 }
-                Err(StepError::Transient(reason)) => {
+                Err(StepError::Transient(why)) => {
+                    let reason = why.to_string();
                     self.metrics.fetch_errors.inc();
                     tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "directory step failed");
                     self.set_state(AuditState::Lagging, reason);
@@ -251,7 +293,7 @@ impl Follower {
                 tracing::error!(error = %e, "auditor storage failed; not advancing");
                 self.set_state(AuditState::Failed, format!("auditor storage failed: {e}"));
             }
-            StepError::Transient(reason) => self.set_state(AuditState::Lagging, reason),
+            StepError::Transient(why) => self.set_state(AuditState::Lagging, why.to_string()),
         }
     }
 
@@ -303,12 +345,8 @@ impl Follower {
     fn identity(&self, pins: Option<&Pins>) -> Result<Identity, StepError> {
         let vrf_key_hash = match pins {
             Some(p) => Some(
-                kt_client::head::hex_array(&p.vrf_key_hash, "pinned VRF key hash").map_err(|e| {
-                    StepError::Store(StoreError::Corrupt {
-                        what: "pins".into(),
-                        reason: e.to_string(),
-                    })
-                })?,
+                kt_client::head::hex_array(&p.vrf_key_hash, "pinned VRF key hash")
+                    .map_err(|source| StepError::Store(StoreError::Pins { source }))?,
             ),
             None => None,
         };
@@ -346,10 +384,7 @@ impl Follower {
     /// Counts an unusable answer and turns it into a retried failure.
     fn unusable(&self, what: Unusable, reason: String) -> StepError {
         self.metrics.unauthenticated.with_label_values(&[what.label()]).inc();
-        StepError::Transient(format!(
-            "unusable answer from the directory ({}): {reason}",
-            what.label()
-        ))
+        StepError::Transient(Transient::Unusable { what, reason })
     }
 
     /// The proof of `head`, verified. A proof that does not decode is an unusable
@@ -371,9 +406,12 @@ impl Follower {
             let blob = match fetched {
                 Ok(blob) => blob,
                 Err(HttpError::NotFound(m)) => {
-                    return Err(StepError::Transient(format!(
-                        "the directory does not serve the proof {name} for epoch {epoch}: {m}"
-                    )));
+                    return Err(Transient::ProofNotServed {
+                        name,
+                        epoch,
+                        message: m,
+                    }
+                    .into());
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -446,10 +484,11 @@ impl Follower {
         };
         self.check_head(&identity, &head)?;
         if head.head.epoch != epoch {
-            return Err(StepError::Transient(format!(
-                "asked the directory for the head of epoch {epoch}, got epoch {}",
-                head.head.epoch
-            )));
+            return Err(Transient::WrongEpoch {
+                asked: epoch,
+                got: head.head.epoch,
+            }
+            .into());
         }
         verify::check_chain(&last.head, &head)?;
         let started = Instant::now();
@@ -481,9 +520,7 @@ impl Follower {
 
     /// First start: derive the empty root, verify and co-sign epoch 0, pin identity.
     async fn genesis(&mut self, latest: &SignedHead) -> Result<Progress, StepError> {
-        let empty = verify::empty_root()
-            .await
-            .map_err(|e| StepError::Transient(format!("computing the empty-tree root: {e}")))?;
+        let empty = verify::empty_root().await.map_err(Transient::EmptyRoot)?;
         let head = if latest.head.epoch == 0 {
             latest.clone()
         } else {
@@ -528,7 +565,7 @@ impl Follower {
             timestamp_ms: now,
         }
         .sign(&self.key)
-        .map_err(|e| StepError::Transient(format!("co-signing: {e}")))?;
+        .map_err(Transient::Cosign)?;
         Ok(EpochRecord {
             head,
             cosignature,

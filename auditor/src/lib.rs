@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod datadir;
+#[cfg(all(test, feature = "server"))]
+mod fixtures;
 #[cfg(feature = "server")]
 pub mod follower;
 #[cfg(feature = "server")]

@@ -1,5 +1,6 @@
 //! `kt-auditor serve`: the follow loop and the HTTP API in one process, until SIGINT
-//! or SIGTERM.
+//! or SIGTERM. [`serve`] takes the listener and the shutdown future, so tests run
+//! auditors in process; [`run`] binds `--listen` and stops on a signal.
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
@@ -10,11 +11,26 @@ use crate::status::SharedStatus;
 use crate::store::Store;
 use anyhow::Context;
 use kt_client::http::DirectoryClient;
+use std::future::Future;
 use std::io::Write;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Runs the auditor on `data` until a shutdown signal.
-pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+/// Binds `config.listen` and runs the auditor on `data` until SIGINT or SIGTERM.
+pub async fn run(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    serve(listener, data, config, kt_client::run::shutdown_signal()).await
+}
+
+/// Runs the auditor on `data`, answering on `listener`, until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    data: DataDir,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let key = data.load()?;
     let db = data.db();
     let store = tokio::task::spawn_blocking(move || Store::open(&db))
@@ -57,9 +73,6 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
 
     let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = config
         .public_url
@@ -82,7 +95,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
 
     let (stop, stopped) = watch::channel(false);
     let follow = tokio::spawn(follower.run(stopped));
-    kt_client::serve::serve(listener, router(state), tls, kt_client::run::shutdown_signal())
+    kt_client::serve::serve(listener, router(state), tls, shutdown)
         .await
         .context("HTTP server")?;
     let _ = stop.send(true);

@@ -63,12 +63,38 @@ pub enum StoreError {
     #[error("auditor database: {0}")]
     Db(#[from] rocksdb::Error),
     /// A record does not decode: the database is damaged or from another build.
-    #[error("auditor database: corrupt {what}: {reason}")]
+    #[error("auditor database: corrupt {what}: {source}")]
     Corrupt {
         /// Which record.
         what: String,
-        /// Why.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record's key is not the 8-byte epoch or id it must be.
+    #[error("auditor database: corrupt {what} key of {len} bytes, expected 8")]
+    BadKey {
+        /// Which record.
+        what: String,
+        /// The key's length.
+        len: usize,
+    },
+    /// The pinned identity does not decode.
+    #[error("auditor database: corrupt pins: {source}")]
+    Pins {
+        #[source]
+        source: kt_client::head::HeadError,
+    },
+    /// A record could not be encoded (a bug: our own types always encode).
+    #[error("encoding a record to write: {source}")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The blocking task running a store call panicked or was cancelled.
+    #[error("auditor store task failed: {source}")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
     },
     /// Another schema.
     #[error("auditor database has schema {found}; this build reads schema {SCHEMA_VERSION}")]
@@ -118,12 +144,9 @@ pub struct EpochRecord {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(StoreError::Corrupt {
-            what: "store task".into(),
-            reason: e.to_string(),
-        })
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|source| Err(StoreError::Task { source }))
 }
 
 /// The auditor's database.
@@ -142,23 +165,17 @@ fn key(n: u64) -> [u8; 8] {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        what: what(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what: what(), source })
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-        what: "record to write".into(),
-        reason: e.to_string(),
-    })
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode { source })
 }
 
 fn epoch_of(what: &str, k: &[u8]) -> Result<u64, StoreError> {
-    k.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
-        what: format!("{what} key"),
-        reason: format!("{} bytes, expected 8", k.len()),
+    k.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::BadKey {
+        what: what.to_owned(),
+        len: k.len(),
     })
 }
 
@@ -356,38 +373,17 @@ mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
     use kt_client::auditor::{EvidenceKind, EvidenceSource};
-    use kt_client::cosign::Attestation;
-    use kt_client::head::Head;
 
     fn record(epoch: u64) -> EpochRecord {
-        let head = Head {
-            namespace: "ns".into(),
+        let head = kt_client::test_support::signed_head(
+            "ns",
             epoch,
-            root: [epoch as u8; 32],
-            previous_root: [epoch.saturating_sub(1) as u8; 32],
-            vrf_key_hash: [0; 32],
-            timestamp_ms: 1000 + epoch,
-        }
-        .sign(&SigningKey::from_bytes(&[1; 32]))
-        .expect("head");
-        let (cosignature, plexi) = Attestation {
-            namespace: "ns".into(),
-            epoch,
-            root: head.head.root,
-            previous_root: head.head.previous_root,
-            timestamp_ms: 5,
-        }
-        .sign(&SigningKey::from_bytes(&[2; 32]))
-        .expect("cosign");
-        EpochRecord {
-            head,
-            cosignature,
-            plexi,
-            verified_at_ms: 5,
-            verify_ms: 1,
-            proof_bytes: 10,
-            updates: 2,
-        }
+            epoch as u8,
+            epoch.saturating_sub(1) as u8,
+            1000 + epoch,
+            &SigningKey::from_bytes(&[1; 32]),
+        );
+        crate::fixtures::record(head, &SigningKey::from_bytes(&[2; 32]), 5)
     }
 
     #[test]

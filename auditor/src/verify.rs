@@ -332,16 +332,7 @@ mod tests {
     use kt_client::head::Head;
 
     fn head(epoch: u64, root: u8, prev: u8, ts: u64, key: &SigningKey) -> SignedHead {
-        Head {
-            namespace: "ns".into(),
-            epoch,
-            root: [root; 32],
-            previous_root: [prev; 32],
-            vrf_key_hash: [9; 32],
-            timestamp_ms: ts,
-        }
-        .sign(key)
-        .expect("sign")
+        kt_client::test_support::signed_head("ns", epoch, root, prev, ts, key)
     }
 
     #[test]

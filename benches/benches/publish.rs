@@ -19,7 +19,7 @@ use akd::storage::Database;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kt_benches::{DirectoryOn, env_size, load, load_batch, memory, rocks, rotation_batch};
-use kt_directory::datadir::{FORMAT_VERSION, Loaded, Manifest};
+use kt_directory::datadir::{FORMAT_VERSION, Keys, Manifest};
 use kt_directory::metrics::Metrics;
 use kt_directory::publisher::prepare::PrepareConfig;
 use kt_directory::publisher::{Intake, Publisher, PublisherConfig};
@@ -56,7 +56,7 @@ fn bench_akd<S: Database + 'static>(
 
 /// Our publisher on a fresh RocksDB, `entries` loaded.
 async fn pipeline(path: &std::path::Path, workers: usize, entries: u64) -> (Publisher, Intake) {
-    let keys = Loaded {
+    let keys = Keys {
         manifest: Manifest {
             format: FORMAT_VERSION,
             namespace: "bench.kt.invalid".into(),

@@ -6,7 +6,7 @@
 //! (the load harness of the benchmarks issue supersedes this at larger N).
 
 use kt_benches::{LOAD_BATCH, env_size, load, rocks, rotation_batch};
-use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
+use kt_directory::storage::{StorageConfig, Store};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -27,11 +27,13 @@ fn main() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })?;
-    let storage = RocksStorage::open(&path, &StorageConfig::default())?;
-    rt.block_on(storage.compact())?;
+    let bytes_by_cf = rt.block_on(async {
+        let storage = Store::open_rocks(&path, &StorageConfig::default()).await?;
+        storage.compact().await?;
+        storage.live_bytes_all().await
+    })?;
     let mut total = 0;
-    for cf in Cf::ALL {
-        let bytes = storage.live_bytes(cf)?;
+    for (cf, bytes) in bytes_by_cf {
         total += bytes;
         println!("{cf}: {bytes} bytes, {:.1} B/entry", bytes as f64 / n as f64);
     }

@@ -41,13 +41,9 @@ pub async fn rocks(path: &Path) -> KtDirectory {
 /// for what akd's directory does not expose (absence proofs:
 /// `kt_directory::absence::prove`).
 pub async fn rocks_with_storage(path: &Path) -> (KtDirectory, StorageManager<kt_directory::storage::Store>) {
-    let path = path.to_owned();
-    let storage =
-        tokio::task::spawn_blocking(move || kt_directory::storage::RocksStorage::open(path, &StorageConfig::default()))
-            .await
-            .expect("open task")
-            .expect("open rocksdb");
-    let store = kt_directory::storage::Store::from(storage);
+    let store = kt_directory::storage::Store::open_rocks(path, &StorageConfig::default())
+        .await
+        .expect("open rocksdb");
     let dir = kt_directory::open_directory(store.clone(), vrf())
         .await
         .expect("open directory");

@@ -104,7 +104,6 @@ pub enum AbsenceError {
     AtVersion {
         /// The version.
         version: u64,
-        /// Why.
         reason: Box<AbsenceError>,
     },
 }

@@ -12,7 +12,6 @@ pub enum ConfigFileError {
     Io {
         /// The file.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -21,7 +20,6 @@ pub enum ConfigFileError {
     Parse {
         /// The file.
         path: String,
-        /// Why.
         #[source]
         source: toml::de::Error,
     },

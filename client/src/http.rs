@@ -1,8 +1,13 @@
-//! Async HTTP client of the directory's read API (feature `http`). It only fetches:
-//! verification stays in [`crate::verify`], synchronous and free of I/O.
+//! Async HTTP clients of the directory (feature `http`): [`DirectoryClient`] for the
+//! read API anyone may use, [`OperatorClient`] for the operator's (updates, forced
+//! epochs, outcomes). They only fetch: verification stays in [`crate::verify`],
+//! synchronous and free of I/O.
 
 use crate::head::SignedHead;
-use crate::wire::{AbsenceResponse, ErrorBody, HistoryResponse, InfoResponse, LookupResponse};
+use crate::wire::{
+    AbsenceResponse, EpochResponse, ErrorBody, HistoryResponse, InfoResponse, LookupResponse, UpdateItem, UpdateStatus,
+    UpdatesAccepted, UpdatesRequest,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -57,7 +62,6 @@ pub enum HttpError {
     Body {
         /// The URL.
         url: String,
-        /// Why.
         reason: String,
     },
 }
@@ -140,6 +144,24 @@ impl DirectoryClient {
     /// `404` may be an absence answer, read up to `limit` like a success.
     async fn fetch_with(&self, path: &str, limit: u64, uncached: bool, absence: bool) -> Result<Vec<u8>, HttpError> {
         let url = format!("{}{path}", self.base);
+        let mut request = self.http.get(&url);
+        if uncached {
+            request = request
+                .header(reqwest::header::CACHE_CONTROL, "no-cache")
+                .header(reqwest::header::PRAGMA, "no-cache");
+        }
+        self.read(request, url, limit, absence).await
+    }
+
+    /// Sends `request` (to `url`) and returns the body of a success answer, at most
+    /// `limit` bytes; a failure status becomes the [`HttpError`] that says what it was.
+    async fn read(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: String,
+        limit: u64,
+        absence: bool,
+    ) -> Result<Vec<u8>, HttpError> {
         let transport = |source: reqwest::Error| {
             // A certificate problem deserves its own message: rustls's reason is deep
             // in the chain.
@@ -161,12 +183,6 @@ impl DirectoryClient {
                 source,
             }
         };
-        let mut request = self.http.get(&url);
-        if uncached {
-            request = request
-                .header(reqwest::header::CACHE_CONTROL, "no-cache")
-                .header(reqwest::header::PRAGMA, "no-cache");
-        }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         let full = status.is_success() || (absence && status == reqwest::StatusCode::NOT_FOUND);
@@ -277,6 +293,77 @@ impl DirectoryClient {
     pub async fn history(&self, label: &str, most_recent: Option<u64>) -> Result<HistoryResponse, HttpError> {
         let query = most_recent.map(|n| format!("?most_recent={n}")).unwrap_or_default();
         self.get_answer(&format!("/v1/history/{}{query}", encode_label(label)))
+            .await
+    }
+}
+
+/// A client of the directory's operator API, holding the operator token (sent as a
+/// bearer token, never printed).
+#[derive(Clone)]
+pub struct OperatorClient {
+    /// The directory, for its connection pool and answer handling.
+    directory: DirectoryClient,
+    /// The operator token (`token` in the data directory).
+    token: String,
+}
+
+impl std::fmt::Debug for OperatorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorClient")
+            .field("directory", &self.directory.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperatorClient {
+    /// The operator of `directory`, with `token` (surrounding whitespace, as a token
+    /// file ends with a newline, is dropped).
+    pub fn new(directory: DirectoryClient, token: &str) -> OperatorClient {
+        OperatorClient {
+            directory,
+            token: token.trim().to_owned(),
+        }
+    }
+
+    /// The read API of the same directory.
+    pub fn directory(&self) -> &DirectoryClient {
+        &self.directory
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&UpdatesRequest>,
+    ) -> Result<T, HttpError> {
+        let url = format!("{}{path}", self.directory.base);
+        let mut request = self.directory.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let body = self.directory.read(request, url.clone(), MAX_JSON_BODY, false).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Body {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Queues `updates` (`POST /v1/updates`): one id per update, in order.
+    pub async fn post_updates(&self, updates: &[UpdateItem]) -> Result<UpdatesAccepted, HttpError> {
+        let body = UpdatesRequest {
+            updates: updates.to_vec(),
+        };
+        self.send(reqwest::Method::POST, "/v1/updates", Some(&body)).await
+    }
+
+    /// Forces an epoch (`POST /v1/epochs`) and returns what it did.
+    pub async fn publish(&self) -> Result<EpochResponse, HttpError> {
+        self.send(reqwest::Method::POST, "/v1/epochs", None).await
+    }
+
+    /// Where update `id` stands (`GET /v1/updates/{id}`).
+    pub async fn outcome(&self, id: u64) -> Result<UpdateStatus, HttpError> {
+        self.send(reqwest::Method::GET, &format!("/v1/updates/{id}"), None)
             .await
     }
 }

@@ -14,7 +14,6 @@ pub enum KeyFileError {
     Io {
         /// The file.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },

@@ -21,6 +21,8 @@ pub mod run;
 #[cfg(feature = "server")]
 pub mod serve;
 pub mod state;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod verify;
 pub mod wire;
 

@@ -38,7 +38,6 @@ pub enum TlsError {
     Cert {
         /// The file.
         path: PathBuf,
-        /// Why.
         reason: String,
     },
     /// The key file cannot be read or holds no private key.
@@ -46,7 +45,6 @@ pub enum TlsError {
     Key {
         /// The file.
         path: PathBuf,
-        /// Why.
         reason: String,
     },
     /// The certificate and key do not make a server configuration (e.g. the key is

@@ -71,7 +71,6 @@ pub enum StateError {
     File {
         /// The file.
         path: PathBuf,
-        /// Why.
         reason: String,
     },
 }

@@ -108,7 +108,7 @@ pub struct ServeConfig {
     /// when both want the CPU.
     pub publisher_nice: i32,
     /// Auditors whose newest verified head must not be ahead of (or disagree with)
-    /// this data directory before it publishes (`witness.rs`).
+    /// this data directory before it publishes (`restore_guard.rs`).
     pub auditors: Vec<String>,
     /// Read requests per second per client address (`None`: unlimited).
     pub read_rate_per_sec: Option<u32>,

@@ -28,7 +28,6 @@ pub enum DataDirError {
     Io {
         /// The file.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -46,7 +45,6 @@ pub enum DataDirError {
     Manifest {
         /// The file.
         path: String,
-        /// Why.
         reason: String,
     },
     /// The data directory was written by a format this build does not know.
@@ -80,7 +78,7 @@ pub struct Manifest {
 
 /// The keys and settings a running directory needs, loaded from its data directory.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Keys {
     /// The manifest.
     pub manifest: Manifest,
     /// Signs epoch heads.
@@ -136,7 +134,7 @@ impl DataDir {
     /// Creates a new data directory: keys, token and manifest (the manifest last, so
     /// an interrupted `init` is never mistaken for a complete one). Refuses to touch a
     /// directory that already has any of them.
-    pub fn init(&self, namespace: &str) -> Result<Loaded, DataDirError> {
+    pub fn init(&self, namespace: &str) -> Result<Keys, DataDirError> {
         if namespace.is_empty() || namespace.len() > kt_client::head::MAX_NAMESPACE_LEN {
             return Err(DataDirError::Manifest {
                 path: self.manifest().display().to_string(),
@@ -173,7 +171,7 @@ impl DataDir {
             reason: e.to_string(),
         })?;
         create_private_file(&self.manifest(), &json)?;
-        Ok(Loaded {
+        Ok(Keys {
             manifest,
             signing,
             vrf,
@@ -217,7 +215,7 @@ impl DataDir {
     }
 
     /// Loads everything `serve` needs.
-    pub fn load(&self) -> Result<Loaded, DataDirError> {
+    pub fn load(&self) -> Result<Keys, DataDirError> {
         let manifest = self.read_manifest()?;
         let signing = SigningKey::from_bytes(&read_secret::<32>(&self.signing_key())?);
         let vrf = VrfSecret::load(&self.vrf_key())?;
@@ -231,7 +229,7 @@ impl DataDir {
             }
             .into());
         }
-        Ok(Loaded {
+        Ok(Keys {
             manifest,
             signing,
             vrf,

@@ -21,12 +21,16 @@ pub mod metrics;
 pub mod publisher;
 pub mod queue;
 pub mod replica;
+pub mod restore_guard;
+#[cfg(any(feature = "demo", feature = "test-support"))]
 pub mod sample;
 pub mod server;
 pub mod storage;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+#[cfg(feature = "demo")]
 pub mod traffic;
 pub mod vrf;
-pub mod witness;
 
 pub use datadir::DataDir;
 pub use kt_client::KtConfig;
@@ -35,7 +39,7 @@ use akd::storage::StorageManager;
 use akd::{AzksParallelismConfig, Directory};
 use std::path::PathBuf;
 use std::time::Duration;
-use storage::{RocksStorage, Store};
+use storage::Store;
 use vrf::VrfSecret;
 
 /// The akd directory this service runs: our configuration, our store (RocksDB or
@@ -69,9 +73,9 @@ impl Default for AkdCache {
 impl AkdCache {
     /// The publisher's: it opens a fresh akd directory, and so a fresh cache, for every
     /// epoch (`Publisher::renew_directory`), so the cache holds one epoch's records and
-    /// needs no bound. A bounded cache cost more than it saved: at 10M entries akd's
-    /// clean (sort every key, remove most) took ~12 s of each epoch, and evicted the
-    /// nodes the audit blob reads next (docs/performance.md, "Publishing at 10M").
+    /// needs no bound. A bounded cache cost more than it saved: akd's clean sorts every
+    /// key and removes most, and evicts the nodes the audit blob reads next
+    /// (docs/decisions/006-akd-record-cache.md has the figures).
     pub fn publisher() -> Self {
         AkdCache {
             lifetime: Duration::from_secs(3600),
@@ -120,8 +124,6 @@ pub async fn open_rocks_directory(
     vrf: VrfSecret,
 ) -> Result<KtDirectory, OpenError> {
     let path = path.into();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(path, &config))
-        .await
-        .map_err(storage::StorageError::from)??;
+    let storage = Store::open_rocks(path, &config).await?;
     Ok(open_directory(storage, vrf).await?)
 }

@@ -14,9 +14,9 @@
 //! against the store's epoch (`http::read::on_view`) and retried on a newer view if
 //! the store ran two epochs ahead during the read.
 
-use crate::datadir::Loaded;
+use crate::datadir::Keys;
 use crate::metrics::Metrics;
-use crate::publisher::{Failure, LATEST_HEAD_KEY, PublishError, ReadView, Shared, new_read_dir};
+use crate::publisher::{Failure, Inconsistency, LATEST_HEAD_KEY, PublishError, ReadView, ServeState, new_read_dir};
 use crate::storage::{Backend, Cf, Role, StorageConfig, Store};
 use crate::vrf::VrfSecret;
 use akd::ecvrf::VRFKeyStorage;
@@ -89,9 +89,9 @@ impl Replica {
     /// A store no publisher has written, or heads signed by another key, are errors.
     pub async fn open(
         config: ReplicaConfig,
-        keys: Loaded,
+        keys: Keys,
         metrics: Metrics,
-    ) -> Result<(Replica, Shared), PublishError> {
+    ) -> Result<(Replica, ServeState), PublishError> {
         let role = Role::Replica {
             secondary_dir: config.secondary_dir.clone(),
         };
@@ -100,7 +100,7 @@ impl Replica {
             .vrf
             .get_vrf_public_key()
             .await
-            .map_err(|e| PublishError::Inconsistent(format!("VRF public key: {e:?}")))?
+            .map_err(Inconsistency::VrfKey)?
             .as_bytes()
             .to_vec();
         let signing_key = keys.signing.verifying_key();
@@ -112,11 +112,8 @@ impl Replica {
             storage.catch_up().await?;
             let head = read_head(&storage, &signing_key, &namespace, &vrf_hash)
                 .await?
-                .ok_or_else(|| {
-                    PublishError::Inconsistent(format!(
-                        "{} has no signed head: start the publisher on it before a replica",
-                        storage.describe()
-                    ))
+                .ok_or_else(|| Inconsistency::ReplicaNoHead {
+                    store: storage.describe(),
                 })?;
             match checked_view(&storage, &keys.vrf, head).await? {
                 Ok(v) => {
@@ -129,9 +126,7 @@ impl Replica {
                 }
             }
         }
-        let view = view.ok_or_else(|| {
-            PublishError::Inconsistent("the store's head and tree never agreed while opening the replica".into())
-        })?;
+        let view = view.ok_or(Inconsistency::ReplicaNeverAgreed)?;
         let epoch = view.head.head.epoch;
         let (views, views_rx) = watch::channel(Arc::new(view));
         let failure = Arc::new(Failure::new(metrics.publisher_failed.clone()));
@@ -151,7 +146,7 @@ impl Replica {
             .metrics
             .latest_epoch
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
-        let shared = Shared {
+        let shared = ServeState {
             views: views_rx,
             failure,
             latest_blob_epoch: Arc::clone(&replica.latest_blob_epoch),
@@ -260,16 +255,11 @@ async fn read_head(
         return Ok(None);
     };
     let head = SignedHead::from_bytes(&bytes)?;
-    let h = head.verify(key).map_err(|_| {
-        PublishError::Inconsistent(format!(
-            "the store's latest head (epoch {}) is not signed by this data directory's key",
-            head.head.epoch
-        ))
-    })?;
+    let h = head
+        .verify(key)
+        .map_err(|_| Inconsistency::HeadKey { epoch: head.head.epoch })?;
     if h.namespace != namespace || &h.vrf_key_hash != vrf_hash {
-        return Err(PublishError::Inconsistent(
-            "the store's heads carry another namespace or VRF key than this data directory".into(),
-        ));
+        return Err(Inconsistency::HeadIdentity.into());
     }
     Ok(Some(head))
 }

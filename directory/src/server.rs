@@ -1,21 +1,51 @@
 //! `kt-directory serve`: the publisher loop and the HTTP API in one process, until
 //! SIGINT or SIGTERM; or, with `--read-only`, a replica's follower and the read API.
+//!
+//! [`serve`] and [`serve_replica`] take the listener and the shutdown future, so tests
+//! run servers in process on `127.0.0.1:0` and stop them when they like; [`run`] and
+//! [`run_replica`] bind `--listen` and stop on a signal, as the binary does.
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
 use crate::http::{AppState, ReadGuard, router};
 use crate::metrics::Metrics;
 use crate::publisher::prepare::PrepareConfig;
-use crate::publisher::{Publisher, PublisherConfig, Shared};
+use crate::publisher::{Publisher, PublisherConfig, ServeState};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::storage::{Backend, StorageConfig};
 use anyhow::Context;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Runs the directory on `data` until a shutdown signal.
-pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+/// Binds `config.listen` and runs the directory on `data` until SIGINT or SIGTERM.
+pub async fn run(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
+    let listener = bind(&config).await?;
+    serve(listener, data, config, kt_client::run::shutdown_signal()).await
+}
+
+/// Binds `config.listen` and runs a read replica until SIGINT or SIGTERM.
+pub async fn run_replica(data: DataDir, config: ServeConfig, replica_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let listener = bind(&config).await?;
+    serve_replica(listener, data, config, replica_dir, kt_client::run::shutdown_signal()).await
+}
+
+async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))
+}
+
+/// Runs the directory on `data`, answering on `listener`, until `shutdown` resolves;
+/// then stops the publisher after the epoch in progress, if any.
+pub async fn serve(
+    listener: TcpListener,
+    data: DataDir,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let read_token = read_token(&config)?;
     let keys = data.load()?;
     let token_hash = keys.token_hash;
@@ -34,8 +64,8 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
     let (publisher, shared) = Publisher::open(publisher_config, keys, metrics.clone())
         .await
         .with_context(|| format!("opening the directory in {}", data.root().display()))?;
-    let witness = crate::witness::WitnessConfig {
-        auditors: crate::witness::parse_auditors(&config.auditors)?,
+    let guard = crate::restore_guard::GuardConfig {
+        auditors: crate::restore_guard::parse_auditors(&config.auditors)?,
         allow_fresh: config.allow_fresh_auditor,
         max_age: config.auditor_max_age,
         roots: match &config.auditor_ca_file {
@@ -44,7 +74,7 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
         },
         timeout: std::time::Duration::from_secs(30),
     };
-    crate::witness::check(&witness, &shared).await?;
+    crate::restore_guard::check(&guard, &shared).await?;
 
     let (stop, stopped) = watch::channel(false);
     // The publisher runs on its own runtime and threads. akd's publish is minutes of
@@ -66,7 +96,17 @@ pub async fn serve(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
             Ok(())
         })
         .context("starting the publisher thread")?;
-    let served = http(&config, shared, token_hash, metrics, read_token.as_deref(), "publisher").await;
+    let served = http(
+        listener,
+        shutdown,
+        &config,
+        shared,
+        token_hash,
+        metrics,
+        read_token.as_deref(),
+        "publisher",
+    )
+    .await;
     let _ = stop.send(true);
     let joined = tokio::task::spawn_blocking(move || publisher.join())
         .await
@@ -101,9 +141,16 @@ pub(crate) fn lower_priority(steps: i32) {
     }
 }
 
-/// Runs a read replica of the directory whose keys are in `data` until a shutdown
-/// signal: the read API only, following the publisher's store (`replica.rs`).
-pub async fn serve_replica(data: DataDir, config: ServeConfig, replica_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Runs a read replica of the directory whose keys are in `data`, answering on
+/// `listener`, until `shutdown` resolves: the read API only, following the publisher's
+/// store (`replica.rs`).
+pub async fn serve_replica(
+    listener: TcpListener,
+    data: DataDir,
+    config: ServeConfig,
+    replica_dir: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let read_token = read_token(&config)?;
     let secondary_dir = match (&config.backend, replica_dir) {
         (_, Some(dir)) => dir,
@@ -130,7 +177,17 @@ pub async fn serve_replica(data: DataDir, config: ServeConfig, replica_dir: Opti
         .with_context(|| format!("opening a read replica of the directory in {}", data.root().display()))?;
     let (stop, stopped) = watch::channel(false);
     let follower = tokio::spawn(replica.run(config.replica_poll, stopped));
-    let served = http(&config, shared, token_hash, metrics, read_token.as_deref(), "replica").await;
+    let served = http(
+        listener,
+        shutdown,
+        &config,
+        shared,
+        token_hash,
+        metrics,
+        read_token.as_deref(),
+        "replica",
+    )
+    .await;
     let _ = stop.send(true);
     follower.await.context("the replica follower panicked")?;
     served?;
@@ -160,10 +217,13 @@ fn storage_config(config: &ServeConfig) -> StorageConfig {
     }
 }
 
-/// Serves the HTTP API on `config.listen` until a shutdown signal.
+/// Serves the HTTP API on `listener` until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
 async fn http(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
     config: &ServeConfig,
-    shared: Shared,
+    shared: ServeState,
     token_hash: blake3::Hash,
     metrics: Metrics,
     read_token: Option<&str>,
@@ -189,16 +249,13 @@ async fn http(
         blobs: crate::http::BlobServer::new(&config.limits),
     };
     let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Scripts and tests read the bound address (the port may be 0) from this line.
     println!("listening on {scheme}://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, role, scheme, interval_secs = config.epoch_interval.as_secs(), "kt-directory serving");
-    kt_client::serve::serve(listener, router(state), tls, kt_client::run::shutdown_signal())
+    kt_client::serve::serve(listener, router(state), tls, shutdown)
         .await
         .context("HTTP server")
 }

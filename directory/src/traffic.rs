@@ -6,9 +6,9 @@ use crate::sample;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use kt_client::http::DirectoryClient;
+use kt_client::http::{DirectoryClient, OperatorClient};
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{EpochResponse, UpdateItem, UpdatesAccepted, UpdatesRequest};
+use kt_client::wire::UpdateItem;
 use std::time::Duration;
 
 /// Largest request the traffic source sends (the server's default limit).
@@ -34,21 +34,11 @@ pub struct Traffic {
     pub directory_key: Option<String>,
 }
 
-async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body = response.text().await.unwrap_or_default();
-    bail!("{what}: HTTP {status}: {body}")
-}
-
 /// Sends the traffic and verifies the result; prints one line per step.
 pub async fn run(t: Traffic) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
     let url = t.url.trim_end_matches('/').to_owned();
-    // The read API through the client library; the operator routes below are not in it.
     let reader = DirectoryClient::new(&url, Duration::from_secs(60))?;
+    let operator = OperatorClient::new(reader.clone(), &t.token);
     let info = reader.info().await?;
     let key_hex = t.directory_key.clone().unwrap_or_else(|| info.signing_key.clone());
     let key: [u8; 32] = kt_client::head::hex_array(&key_hex, "directory key")?;
@@ -62,38 +52,17 @@ pub async fn run(t: Traffic) -> anyhow::Result<()> {
     for i in 1..=t.epochs {
         let batch = sample::updates(t.seed, info.latest_epoch + i, t.updates_per_epoch, t.population);
         for chunk in batch.chunks(CHUNK) {
-            let body = UpdatesRequest {
-                updates: chunk
-                    .iter()
-                    .map(|(l, v)| UpdateItem {
-                        label: String::from_utf8_lossy(&l.0).into_owned(),
-                        value: B64.encode(&v.0),
-                    })
-                    .collect(),
-            };
-            let accepted: UpdatesAccepted = check(
-                http.post(format!("{url}/v1/updates"))
-                    .bearer_auth(&t.token)
-                    .json(&body)
-                    .send()
-                    .await?,
-                "POST /v1/updates",
-            )
-            .await?
-            .json()
-            .await?;
+            let updates: Vec<UpdateItem> = chunk
+                .iter()
+                .map(|(l, v)| UpdateItem {
+                    label: String::from_utf8_lossy(&l.0).into_owned(),
+                    value: B64.encode(&v.0),
+                })
+                .collect();
+            let accepted = operator.post_updates(&updates).await?;
             tracing::debug!(count = accepted.ids.len(), "updates accepted");
         }
-        let epoch: EpochResponse = check(
-            http.post(format!("{url}/v1/epochs"))
-                .bearer_auth(&t.token)
-                .send()
-                .await?,
-            "POST /v1/epochs",
-        )
-        .await?
-        .json()
-        .await?;
+        let epoch = operator.publish().await?;
         pinned.check_head(&epoch.head)?;
         println!(
             "published epoch={} taken={} queued={} root={}",

@@ -238,14 +238,14 @@ async fn our_publisher_matches_akds_publish(store: TestStore) {
     use akd::storage::types::{DbRecord, ValueStateRetrievalFlag};
     use akd::storage::{Database, Storable};
     use akd::tree_node::TreeNodeWithPreviousValue;
-    use kt_directory::datadir::{FORMAT_VERSION, Loaded, Manifest};
+    use kt_directory::datadir::{FORMAT_VERSION, Keys, Manifest};
     use kt_directory::metrics::Metrics;
     use kt_directory::publisher::prepare::PrepareConfig;
     use kt_directory::publisher::{Publisher, PublisherConfig};
     use rand::{Rng, SeedableRng};
 
     let (backend, db_path) = store.backend();
-    let keys = Loaded {
+    let keys = Keys {
         manifest: Manifest {
             format: FORMAT_VERSION,
             namespace: "differential.kt.invalid".into(),

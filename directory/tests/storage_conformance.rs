@@ -7,19 +7,21 @@ use akd::storage::memory::AsyncInMemoryDatabase;
 use akd::storage::types::{DbRecord, ValueState, ValueStateKey, ValueStateRetrievalFlag};
 use akd::storage::{Database, DbSetState};
 use akd::{AkdLabel, NodeLabel};
-use kt_directory::storage::{Cf, RocksStorage, SCHEMA_VERSION, StorageConfig, StorageError};
+use kt_directory::storage::{Cf, SCHEMA_VERSION, StorageConfig, StorageError, Store};
 use proptest::prelude::*;
 
 mod support;
 
-fn open(dir: &tempfile::TempDir) -> RocksStorage {
-    RocksStorage::open(dir.path().join("db"), &StorageConfig::default()).expect("open rocksdb")
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open_rocks(dir.path().join("db"), &StorageConfig::default())
+        .await
+        .expect("open rocksdb")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_akd_conformance_suite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    akd::storage::tests::run_test_cases_for_storage_impl(open(&dir)).await;
+    akd::storage::tests::run_test_cases_for_storage_impl(open(&dir).await).await;
 }
 
 fn state(user: &str, epoch: u64, version: u64) -> ValueState {
@@ -237,7 +239,7 @@ fn node_with(label: NodeLabel, hash: u8) -> DbRecord {
 }
 
 /// What `batch_get` and `get` find for `fill`'s label at every length 0..=256.
-async fn lengths_found(rocks: &RocksStorage, fill: u8) -> Vec<u32> {
+async fn lengths_found(rocks: &Store, fill: u8) -> Vec<u32> {
     let keys: Vec<_> = (0..=256u32)
         .map(|len| akd::tree_node::NodeKey(NodeLabel::new([fill; 32], len)))
         .collect();
@@ -275,7 +277,7 @@ async fn absent_length_filter_never_hides_a_node() {
     let path = dir.path().join("db");
     let written = [0u32, 1, 17, 63, 64, 65, 200, 256];
     {
-        let rocks = open(&dir);
+        let rocks = open(&dir).await;
         assert!(lengths_found(&rocks, 5).await.is_empty());
         let records = written.iter().map(|&len| node_of_len(5, len)).collect();
         rocks.batch_set(records, DbSetState::General).await.expect("batch_set");
@@ -292,7 +294,7 @@ async fn absent_length_filter_never_hides_a_node() {
             _ => unreachable!(),
         }),
     );
-    let rocks = open(&dir);
+    let rocks = open(&dir).await;
     let mut expected = written.to_vec();
     expected.push(99);
     expected.sort_unstable();
@@ -318,7 +320,7 @@ async fn reads_of_a_cold_database_fall_back_to_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lengths = [0u32, 8, 256];
     {
-        let rocks = open(&dir);
+        let rocks = open(&dir).await;
         let mut records: Vec<DbRecord> = lengths.iter().map(|&len| node_of_len(3, len)).collect();
         records.extend((1..=3).map(|e| DbRecord::ValueState(state("carol", e * 10, e))));
         // Enough other records that the files are not read whole when they are opened.
@@ -326,17 +328,17 @@ async fn reads_of_a_cold_database_fall_back_to_disk() {
         rocks.batch_set(records, DbSetState::General).await.expect("batch_set");
         rocks.flush().await.expect("flush");
     }
-    let rocks = open(&dir);
+    let rocks = open(&dir).await;
     let keys: Vec<ValueStateKey> = (1..=3).map(|e| ValueStateKey(b"carol".to_vec(), e * 10)).collect();
     let states = rocks.batch_get::<ValueState>(&keys).await.expect("batch_get");
     assert_eq!(states.len(), 3);
-    let rocks = open_again(rocks, &dir);
+    let rocks = open_again(rocks, &dir).await;
     let got = rocks
         .get_user_state(&AkdLabel::from("carol"), ValueStateRetrievalFlag::LeqEpoch(25))
         .await
         .expect("state");
     assert_eq!((got.epoch, got.version), (20, 2));
-    let rocks = open_again(rocks, &dir);
+    let rocks = open_again(rocks, &dir).await;
     let filler = rocks
         .get::<ValueState>(&ValueStateKey(b"filler-777".to_vec(), 1))
         .await
@@ -355,7 +357,7 @@ async fn split_disk_reads_find_what_one_thread_finds() {
     let nodes = 5_003u32;
     let users = 3_001u32;
     {
-        let rocks = open(&dir);
+        let rocks = open(&dir).await;
         let mut records: Vec<DbRecord> = (0..nodes).map(node_at).collect();
         for u in 0..users {
             // Users with an even number have a second version at epoch 7.
@@ -380,7 +382,7 @@ async fn split_disk_reads_find_what_one_thread_finds() {
             read_threads: threads,
             ..StorageConfig::default()
         };
-        let rocks = RocksStorage::open(&path, &config).expect("open");
+        let rocks = Store::open_rocks(&path, &config).await.expect("open");
         let mut found: Vec<NodeLabel> = rocks
             .batch_get::<akd::tree_node::TreeNodeWithPreviousValue>(&keys)
             .await
@@ -425,19 +427,25 @@ fn node_at(i: u32) -> DbRecord {
 }
 
 /// Closes `rocks` and opens the database again, with a cold block cache.
-fn open_again(rocks: RocksStorage, dir: &tempfile::TempDir) -> RocksStorage {
+async fn open_again(rocks: Store, dir: &tempfile::TempDir) -> Store {
     drop(rocks);
-    open(dir)
+    open(dir).await
 }
 
-#[test]
-fn refuses_a_database_of_another_schema() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_database_of_another_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
-    drop(RocksStorage::open(&path, &StorageConfig::default()).expect("create"));
+    drop(
+        Store::open_rocks(&path, &StorageConfig::default())
+            .await
+            .expect("create"),
+    );
     let other = SCHEMA_VERSION + 1;
     support::put_raw(&path, Cf::Meta, b"schema", &other.to_be_bytes());
-    let err = RocksStorage::open(&path, &StorageConfig::default()).expect_err("another schema must be refused");
+    let err = Store::open_rocks(&path, &StorageConfig::default())
+        .await
+        .expect_err("another schema must be refused");
     assert!(
         matches!(
             err,
@@ -553,7 +561,7 @@ async fn mysql_large_values_round_trip_in_parts() {
 /// Bad configuration fails at start-up with a message that says what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_bad_configuration_fails_clearly() {
-    use kt_directory::storage::{MysqlStorage, Write};
+    use kt_directory::storage::Write;
     let Some(store) = support::TestStore::mysql("badconfig").await else {
         return;
     };
@@ -562,7 +570,8 @@ async fn mysql_bad_configuration_fails_clearly() {
     };
 
     // A replica pointed at a database no publisher has written.
-    let err = MysqlStorage::open(url, true).await.expect_err("empty store");
+    let err = Store::open_mysql(url, true).await.expect_err("empty store");
+    assert!(matches!(err, StorageError::Empty { .. }), "{err}");
     assert!(err.to_string().contains("start the publisher"), "{err}");
 
     // Another schema version.
@@ -575,41 +584,40 @@ async fn mysql_bad_configuration_fails_clearly() {
     .await
     .expect("plant schema");
     drop(s);
-    let err = MysqlStorage::open(url, false).await.expect_err("schema");
+    let err = Store::open_mysql(url, false).await.expect_err("schema");
     assert!(matches!(err, StorageError::Schema { expected: 1, .. }), "{err}");
 
     // Nobody listening; a URL without a database.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let err = MysqlStorage::open(&format!("mysql://kt:kt@127.0.0.1:{port}/kt"), false)
+    let err = Store::open_mysql(&format!("mysql://kt:kt@127.0.0.1:{port}/kt"), false)
         .await
         .expect_err("unreachable");
+    assert!(matches!(err, StorageError::MysqlConnect { .. }), "{err}");
     assert!(
         err.to_string()
             .contains(&format!("cannot connect to MySQL at kt@127.0.0.1:{port}/kt")),
         "{err}"
     );
     assert!(!err.to_string().contains("kt:kt"), "no password in messages: {err}");
-    let err = MysqlStorage::open("mysql://kt:kt@127.0.0.1:1", false)
+    let err = Store::open_mysql("mysql://kt:kt@127.0.0.1:1", false)
         .await
         .expect_err("no database");
-    assert!(err.to_string().contains("names no database"), "{err}");
+    assert!(matches!(err, StorageError::MysqlNoDatabase { .. }), "{err}");
 }
 
 /// A reader in another process (a replica) must learn the tree-node lengths the
 /// writer adds after it opened, or its length filter would hide real nodes.
 async fn replica_sees_new_node_lengths_after_refresh(store: support::TestStore) {
-    use kt_directory::storage::{Backend, Role, StorageConfig, Store};
+    use kt_directory::storage::{Backend, Role};
     let writer = store.open().await;
     writer
         .batch_set(vec![node_of_len(0x11, 256)], DbSetState::TransactionCommit)
         .await
         .expect("write 256");
     // RocksDB: the first node in an SST file, the second only in the primary's WAL.
-    if let Store::Rocks(r) = &writer {
-        r.flush().await.expect("flush");
-    }
+    writer.flush().await.expect("flush");
     let (backend, path, secondary) = match &store {
         support::TestStore::Rocks(dir) => (Backend::Rocks, dir.path().join("db"), dir.path().join("replica")),
         support::TestStore::Mysql(url) => (
@@ -653,6 +661,11 @@ async fn replica_sees_new_node_lengths_after_refresh(store: support::TestStore) 
         .await
         .expect_err("a replica never writes");
     assert!(err.to_string().contains("read replica"), "{err}");
+    let err = reader
+        .write(vec![kt_directory::storage::Write::Delete(Cf::Queue, vec![1])])
+        .await
+        .expect_err("a replica never writes");
+    assert!(matches!(err, StorageError::ReadOnly), "{err}");
 }
 
 on_both_backends!(replica_sees_new_node_lengths_after_refresh);

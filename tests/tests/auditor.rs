@@ -158,7 +158,7 @@ async fn auditor_verifies_cosigns_resumes_and_shows_it_on_the_dashboard() {
         .expect("run");
     assert!(!again.status.success(), "a second init must refuse to replace the key");
 
-    let a = Server::start_auditor(&adir, &server.url, &key_hex(&d), &[]);
+    let a = Server::process_auditor(&adir, &server.url, &key_hex(&d), &[]);
     let auditor = Api::new(&a.url, "");
     let s = auditor
         .wait_status("epoch 3 verified", |s| s.last_verified_epoch == Some(3))
@@ -449,7 +449,7 @@ async fn tampered_proofs_forged_heads_and_silence_become_evidence_never_cosignat
         let proxy = lying_proxy(&server.url, lie, Some(signing.clone())).await;
         let adir = tmp.path().join(name);
         init_auditor(&adir);
-        let a = Server::start_auditor(&adir, &proxy, &key_hex(&d), &[]);
+        let a = Server::process_auditor(&adir, &proxy, &key_hex(&d), &[]);
         let auditor = Api::new(&a.url, "");
         let s = auditor.wait_status("failure", |s| s.state == AuditState::Failed).await;
         assert_eq!(

@@ -159,7 +159,7 @@ fn slow_blob_readers_share_one_copy_are_bounded_and_cut_off() {
         "max_updates_per_request = 10000\nmax_body_bytes = 8388608\nmax_blob_readers = 8\nmax_blob_readers_per_client = 8\nblob_send_timeout_secs = 4\n",
     )
     .expect("config");
-    let server = Server::start(&d.data_dir, &["--config", config.to_str().expect("utf8")]);
+    let server = Server::process(&d.data_dir, &["--config", config.to_str().expect("utf8")]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,7 +188,7 @@ fn slow_blob_readers_share_one_copy_are_bounded_and_cut_off() {
         "a blob of {blob_len} bytes is too small to measure with"
     );
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let pid = server.child.id();
+    let pid = server.pid();
     let before = rss_of(pid);
 
     // Eight readers take the first bytes of the blob, then stop reading.

@@ -132,7 +132,7 @@ async fn sigkill_with_updates_and_epochs_in_flight_loses_nothing_on(backend: Bac
         // Epochs on a 1 s timer and forced ones, while updates pour in.
         let mut args = backend.args();
         args.extend(["--epoch-interval", "1", "--max-updates-per-epoch", "150"].map(String::from));
-        let server = Server::start_on(&dir.data_dir, &listen, &strs(&args));
+        let server = Server::process_on(&dir.data_dir, &listen, &strs(&args));
         listen = server.url.trim_start_matches("http://").to_owned();
         if auditor.is_none() {
             let key = hex::encode(dir.pinned.directory_key.as_bytes());

@@ -92,7 +92,7 @@ async fn kt_and_the_auditor_verify_over_https_and_an_untrusted_certificate_is_re
     let (ca, cert, key) = test_ca(tmp.path(), "good");
     let (other_ca, _, _) = test_ca(tmp.path(), "other");
     let d = init(&tmp.path().join("data"), "e2e.tls");
-    let server = Server::start(
+    let server = Server::process(
         &d.data_dir,
         &[
             "--epoch-interval",
@@ -137,7 +137,7 @@ async fn kt_and_the_auditor_verify_over_https_and_an_untrusted_certificate_is_re
     // own API over HTTPS too.
     let adir = tmp.path().join("auditor");
     common::init_auditor(&adir);
-    let a = Server::start_auditor(
+    let a = Server::process_auditor(
         &adir,
         &server.url,
         &hex::encode(d.pinned.directory_key.as_bytes()),

@@ -6,8 +6,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ed25519_dalek::SigningKey;
 use kt_client::auditor::{AuditState, CoSignedHead, EpochList, EvidenceAccepted, EvidenceList, StatusResponse};
-use kt_client::cosign::{Attestation, PlexiSignature};
-use kt_client::head::{Head, SignedHead};
+use kt_client::cosign::PlexiSignature;
+use kt_client::head::SignedHead;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -15,37 +15,11 @@ const DIR_SEED: [u8; 32] = [1; 32];
 const AUDITOR_SEED: [u8; 32] = [2; 32];
 
 fn head(epoch: u64, root: u8, prev: u8, key: &SigningKey) -> SignedHead {
-    Head {
-        namespace: "test.ns".into(),
-        epoch,
-        root: [root; 32],
-        previous_root: [prev; 32],
-        vrf_key_hash: [9; 32],
-        timestamp_ms: 1000 + epoch,
-    }
-    .sign(key)
-    .expect("sign")
+    kt_client::test_support::signed_head("test.ns", epoch, root, prev, 1000 + epoch, key)
 }
 
 fn record(h: SignedHead) -> EpochRecord {
-    let (cosignature, plexi) = Attestation {
-        namespace: h.head.namespace.clone(),
-        epoch: h.head.epoch,
-        root: h.head.root,
-        previous_root: h.head.previous_root,
-        timestamp_ms: 77,
-    }
-    .sign(&SigningKey::from_bytes(&AUDITOR_SEED))
-    .expect("cosign");
-    EpochRecord {
-        head: h,
-        cosignature,
-        plexi,
-        verified_at_ms: 77,
-        verify_ms: 3,
-        proof_bytes: 6,
-        updates: 2,
-    }
+    crate::fixtures::record(h, &SigningKey::from_bytes(&AUDITOR_SEED), 77)
 }
 
 struct Fixture {

@@ -13,7 +13,7 @@ pub use error::ApiError;
 pub use guard::ReadGuard;
 
 use crate::metrics::Metrics;
-use crate::publisher::{ReadView, Shared};
+use crate::publisher::{ReadView, ServeState};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -96,12 +96,12 @@ impl Limits {
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The publisher's shared state (views, queue, storage, keys).
-    pub shared: Shared,
+    pub shared: ServeState,
     /// blake3 of the operator token.
     pub token_hash: blake3::Hash,
     /// Input limits.
     pub limits: Limits,
-    /// Metrics.
+    /// Counters the handlers update, served at `/metrics`.
     pub metrics: Metrics,
     /// Seconds between scheduled epochs (reported in `/v1/info`).
     pub epoch_interval_secs: u64,

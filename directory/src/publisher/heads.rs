@@ -1,7 +1,7 @@
 //! Signed heads: signing, the stored head of an epoch, and the start-up check that the
 //! stored heads, akd's epoch and this data directory's keys agree.
 
-use super::PublishError;
+use super::{Inconsistency, PublishError};
 use crate::storage::{Cf, Store, Write};
 use ed25519_dalek::SigningKey;
 use kt_client::head::{Head, HeadError, SignedHead};
@@ -72,7 +72,7 @@ pub(crate) async fn stored_head(storage: &Store, epoch: u64) -> Result<SignedHea
     let bytes = storage
         .get_raw(Cf::Heads, epoch_key(epoch))
         .await?
-        .ok_or_else(|| PublishError::Inconsistent(format!("no head stored for epoch {epoch}")))?;
+        .ok_or(Inconsistency::NoHead { epoch })?;
     Ok(SignedHead::from_bytes(&bytes)?)
 }
 
@@ -86,10 +86,7 @@ pub(super) async fn recover_head(
 ) -> Result<SignedHead, PublishError> {
     let Some((key, bytes)) = storage.last(Cf::Heads).await? else {
         if akd_epoch != 0 {
-            return Err(PublishError::Inconsistent(format!(
-                "akd is at epoch {akd_epoch} but no signed heads are stored \
-                 (was this database written without `kt-directory serve`?)"
-            )));
+            return Err(Inconsistency::NoHeads { akd_epoch }.into());
         }
         let head = signer.sign(0, akd_root, [0; 32], now_ms(0))?;
         let bytes = head.to_bytes()?;
@@ -102,27 +99,26 @@ pub(super) async fn recover_head(
         tracing::info!(root = %hex::encode(akd_root), "signed the head of epoch 0");
         return Ok(head);
     };
-    let stored = SignedHead::from_bytes(&bytes).map_err(|e| {
-        PublishError::Inconsistent(format!("stored head at key {} does not decode: {e}", hex::encode(&key)))
+    let stored = SignedHead::from_bytes(&bytes).map_err(|source| Inconsistency::HeadUndecodable {
+        key_hex: hex::encode(&key),
+        source,
     })?;
-    let h = stored.verify(&signer.public_key()).map_err(|_| {
-        PublishError::Inconsistent(format!(
-            "the stored head of epoch {} is not signed by this data directory's signing key",
-            stored.head.epoch
-        ))
-    })?;
+    let h = stored
+        .verify(&signer.public_key())
+        .map_err(|_| Inconsistency::HeadKey {
+            epoch: stored.head.epoch,
+        })?;
     if h.epoch != akd_epoch || h.root != akd_root {
-        return Err(PublishError::Inconsistent(format!(
-            "latest signed head is epoch {} root {}, but akd is at epoch {akd_epoch} root {}",
-            h.epoch,
-            hex::encode(h.root),
-            hex::encode(akd_root)
-        )));
+        return Err(Inconsistency::HeadVsTree {
+            head_epoch: h.epoch,
+            head_root: hex::encode(h.root),
+            akd_epoch,
+            akd_root: hex::encode(akd_root),
+        }
+        .into());
     }
     if h.namespace != signer.namespace || h.vrf_key_hash != signer.vrf_key_hash {
-        return Err(PublishError::Inconsistent(
-            "the stored heads carry another namespace or VRF key than this data directory".into(),
-        ));
+        return Err(Inconsistency::HeadIdentity.into());
     }
     // Prefer the freshest re-signature of the same epoch, if there is one.
     if let Some(latest) = storage.get_raw(Cf::Meta, LATEST_HEAD_KEY.to_vec()).await?

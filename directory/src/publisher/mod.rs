@@ -35,9 +35,9 @@ pub mod writer;
 pub use heads::HeadSigner;
 pub(crate) use heads::{LATEST_HEAD_KEY, stored_head};
 pub(crate) use view::new_read_dir;
-pub use view::{Intake, ReadDirectory, ReadView, Shared};
+pub use view::{Intake, ReadDirectory, ReadView, ServeState};
 
-use crate::datadir::Loaded;
+use crate::datadir::Keys;
 use crate::metrics::Metrics;
 use crate::queue::{Plan, Queue};
 use crate::storage::{Backend, Cf, EpochCommit, Role, StorageConfig, StorageError, Store, Write};
@@ -97,10 +97,10 @@ impl Failure {
 /// Errors of the publisher.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// RocksDB failed.
+    /// The store failed (either engine).
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// akd failed.
+    /// akd refused an operation (its errors are mostly storage errors as text).
     #[error("akd: {0}")]
     Akd(#[from] AkdError),
     /// A head could not be encoded or a stored one decoded.
@@ -112,15 +112,108 @@ pub enum PublishError {
     /// Stored state contradicts itself (e.g. a database not written by this service,
     /// or a head that does not match akd's root).
     #[error("inconsistent directory state: {0}")]
-    Inconsistent(String),
+    Inconsistent(#[from] Inconsistency),
     /// The audit blob could not be built.
     #[error("building the audit blob of epoch {epoch}: {reason}")]
     AuditBlob {
         /// The blob's end epoch.
         epoch: u64,
-        /// Why.
         reason: String,
     },
+}
+
+/// How the stored state contradicts itself, or what the publisher found missing.
+#[derive(Debug, thiserror::Error)]
+pub enum Inconsistency {
+    /// No head is stored for an epoch akd has.
+    #[error("no head stored for epoch {epoch}")]
+    NoHead {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// akd has epochs, but no signed head is stored at all.
+    #[error(
+        "akd is at epoch {akd_epoch} but no signed heads are stored \
+         (was this database written without `kt-directory serve`?)"
+    )]
+    NoHeads {
+        /// akd's epoch.
+        akd_epoch: u64,
+    },
+    /// A stored head does not decode.
+    #[error("stored head at key {key_hex} does not decode: {source}")]
+    HeadUndecodable {
+        /// Its key, hex.
+        key_hex: String,
+        #[source]
+        source: HeadError,
+    },
+    /// A stored head is signed by another key than the data directory's.
+    #[error("the stored head of epoch {epoch} is not signed by this data directory's signing key")]
+    HeadKey {
+        /// The head's epoch.
+        epoch: u64,
+    },
+    /// The latest head and akd's tree are at different epochs or roots.
+    #[error(
+        "latest signed head is epoch {head_epoch} root {head_root}, but akd is at epoch {akd_epoch} root {akd_root}"
+    )]
+    HeadVsTree {
+        /// The head's epoch.
+        head_epoch: u64,
+        /// The head's root, hex.
+        head_root: String,
+        /// akd's epoch.
+        akd_epoch: u64,
+        /// akd's root, hex.
+        akd_root: String,
+    },
+    /// The stored heads name another namespace or VRF key than the data directory.
+    #[error("the stored heads carry another namespace or VRF key than this data directory")]
+    HeadIdentity,
+    /// The store has no akd `Azks` row.
+    #[error("the store has no Azks row")]
+    NoAzks,
+    /// akd's `Azks` row and the latest head disagree about the epoch.
+    #[error("akd's Azks row is at epoch {azks}, the latest head at {head}")]
+    AzksVsHead {
+        /// The row's epoch.
+        azks: u64,
+        /// The head's epoch.
+        head: u64,
+    },
+    /// akd's insertion did not move the tree to the next epoch.
+    #[error("akd's insertion moved the tree to epoch {got}, not {expected}")]
+    InsertedEpoch {
+        /// Where it went.
+        got: u64,
+        /// Where it should have gone.
+        expected: u64,
+    },
+    /// A label of the epoch was neither prepared ahead nor computed.
+    #[error("a label was neither prepared nor computed")]
+    Unprepared,
+    /// A label with a version has no stale node label.
+    #[error("a prepared label with a version has no stale node label")]
+    NoStaleLabel,
+    /// The tree has no root node after akd's insertion.
+    #[error("the tree has no root node after the insertion")]
+    NoRoot,
+    /// The prepare stage's threads could not start.
+    #[error("starting the prepare stage: {0}")]
+    PrepareStart(#[source] std::io::Error),
+    /// The VRF key gives no public key.
+    #[error("VRF public key: {0:?}")]
+    VrfKey(akd::ecvrf::VrfError),
+    /// A replica's store has no signed head.
+    #[error("{store} has no signed head: start the publisher on it before a replica")]
+    ReplicaNoHead {
+        /// Which store.
+        store: String,
+    },
+    /// A replica never saw the store's head and tree agree.
+    #[error("the store's head and tree never agreed while opening the replica")]
+    ReplicaNeverAgreed,
 }
 
 impl From<akd::errors::StorageError> for PublishError {
@@ -134,25 +227,29 @@ pub type EpochReply = oneshot::Sender<Result<EpochResponse, PublishError>>;
 
 /// The single writer of the directory.
 pub struct Publisher {
-    /// The database.
+    /// Where each epoch is committed, in one atomic write with its queue removals,
+    /// outcomes and head.
     storage: Store,
-    /// The VRF key.
+    /// Derives the VRF node labels of labels the prepare stage did not cover.
     vrf: VrfSecret,
-    /// Where updates wait.
+    /// The durable queue an epoch takes its updates from (and removes them from, in
+    /// the epoch's own commit).
     queue: Arc<Queue>,
     /// Versions and VRF node labels of queued labels, computed ahead.
     prepare: Prepare,
-    /// Signs heads.
+    /// Signs each epoch's head, and re-signs an unchanged one to keep it fresh.
     signer: HeadSigner,
     /// Most updates taken into one epoch; the rest wait for the next.
     max_per_epoch: usize,
-    /// Publishes new read views.
+    /// Hands the HTTP layer the read view of each new head, so lookups never see a
+    /// head without its tree.
     views: watch::Sender<Arc<ReadView>>,
     /// The view two epochs back, which the next commit waits for.
     retired: Retired,
-    /// Set on a failed write.
+    /// Set on a failed write: the publisher then refuses to go on (and the API says
+    /// why) until a restart re-reads the store.
     failure: Arc<Failure>,
-    /// Where audit blobs go.
+    /// Stores each epoch's audit blob for the auditors.
     blobs: BlobSink,
     /// The audit blob of the latest epoch, while it is being built.
     pending_blob: Option<PendingBlob>,
@@ -215,9 +312,9 @@ impl Publisher {
     /// the prepare stage, and returns the publisher with what the HTTP layer needs.
     pub async fn open(
         config: PublisherConfig,
-        keys: Loaded,
+        keys: Keys,
         metrics: Metrics,
-    ) -> Result<(Publisher, Shared), PublishError> {
+    ) -> Result<(Publisher, ServeState), PublishError> {
         let storage = Store::open(
             &config.backend,
             config.db_path.clone(),
@@ -247,7 +344,7 @@ impl Publisher {
             &config.prepare,
             metrics.prepare(),
         )
-        .map_err(|e| PublishError::Inconsistent(format!("starting the prepare stage: {e}")))?;
+        .map_err(Inconsistency::PrepareStart)?;
         // What was queued before a restart is prepared too.
         let queued = queue.take(config.max_per_epoch.saturating_mul(2)).await?;
         prepare.submit(queued.iter().map(|q| q.label.as_slice()));
@@ -299,7 +396,7 @@ impl Publisher {
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
         publisher.update_queue_metric();
         publisher.update_storage_metric().await;
-        let shared = Shared {
+        let shared = ServeState {
             views: views_rx,
             failure,
             latest_blob_epoch,
@@ -482,18 +579,14 @@ impl Publisher {
     ) -> Result<EpochResponse, PublishError> {
         let epoch = current.head.epoch;
         let next = epoch + 1;
-        let mut azks = self
-            .storage
-            .stored_azks()
-            .await?
-            .ok_or_else(|| PublishError::Inconsistent("the store has no Azks row".into()))?;
+        let mut azks = self.storage.stored_azks().await?.ok_or(Inconsistency::NoAzks)?;
         if azks.latest_epoch != epoch {
-            let reason = format!(
-                "akd's Azks row is at epoch {}, the latest head at {epoch}",
-                azks.latest_epoch
-            );
-            self.fail(reason.clone());
-            return Err(PublishError::Inconsistent(reason));
+            let why = Inconsistency::AzksVsHead {
+                azks: azks.latest_epoch,
+                head: epoch,
+            };
+            self.fail(why.to_string());
+            return Err(why.into());
         }
         let versions = writer::versions(&self.storage, &self.prepare, epoch, &plan.winners).await?;
         clock.mark("versions", self.owners(None));
@@ -530,12 +623,12 @@ impl Publisher {
         self.metrics.epoch_store_fallback_reads.inc_by(nodes.fallback_reads());
         clock.mark("insert", self.owners(Some(&nodes)));
         if azks.latest_epoch != next {
-            let reason = format!(
-                "akd's insertion moved the tree to epoch {}, not {next}",
-                azks.latest_epoch
-            );
-            self.fail(reason.clone());
-            return Err(PublishError::Inconsistent(reason));
+            let why = Inconsistency::InsertedEpoch {
+                got: azks.latest_epoch,
+                expected: next,
+            };
+            self.fail(why.to_string());
+            return Err(why.into());
         }
 
         let versions = writer::new_versions(&changes.states);

@@ -23,7 +23,6 @@
 use crate::KtConfig;
 use crate::storage::Store;
 use crate::vrf::VrfSecret;
-use akd::storage::Database;
 use akd::storage::types::ValueStateRetrievalFlag;
 use akd::{AkdLabel, AkdValue, NodeLabel, VersionFreshness};
 use rustc_hash::FxBuildHasher;
@@ -457,13 +456,7 @@ fn worker(inner: &Arc<Inner>, nice: i32) {
         let users: Vec<AkdLabel> = labels.iter().map(|l| AkdLabel(l.clone())).collect();
         let flag = ValueStateRetrievalFlag::LeqEpoch(epoch);
         // RocksDB is read on this thread, so the stage's CPU time is this thread's.
-        let states: Result<_, String> = match &inner.store {
-            Store::Rocks(rocks) => rocks.user_state_versions_here(&users, flag).map_err(|e| e.to_string()),
-            Store::Mysql(_) => inner
-                .runtime
-                .block_on(inner.store.get_user_state_versions(&users, flag))
-                .map_err(|e| e.to_string()),
-        };
+        let states = inner.store.user_state_versions_here(&users, flag, &inner.runtime);
         let mut states = match states {
             Ok(states) => states,
             Err(e) => {
@@ -536,9 +529,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memo_follows_commits_exactly() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let store: Store = crate::storage::RocksStorage::open(tmp.path().join("db"), &Default::default())
-            .expect("open")
-            .into();
+        let store = Store::open_rocks(tmp.path().join("db"), &Default::default())
+            .await
+            .expect("open");
         let vrf = VrfSecret::from_bytes([1; 32]);
         let akd = crate::open_directory(store.clone(), vrf.clone()).await.expect("akd");
         let value = |v: &str| AkdValue::from(v);

@@ -120,7 +120,7 @@ impl Intake {
 
 /// What the HTTP layer shares with the publisher (or a replica's follower).
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct ServeState {
     /// The current read view; replaced after each epoch (and each re-signed head).
     pub views: watch::Receiver<Arc<ReadView>>,
     /// Set when the publisher refuses to go on.

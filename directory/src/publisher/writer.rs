@@ -16,9 +16,9 @@
 //!    `StorageManager` without cache or transaction, reading and writing the epoch
 //!    store; then the new root.
 
-use super::PublishError;
 use super::epoch_store::EpochStore;
 use super::prepare::{Prepare, Prepared};
+use super::{Inconsistency, PublishError};
 use crate::KtConfig;
 use crate::queue::Queued;
 use crate::storage::{Cf, NodeKey, NodeSink, StorageError, Store, codec};
@@ -135,16 +135,13 @@ pub(crate) async fn changes(
         ..Changes::default()
     };
     for (winner, prepared) in winners.iter().zip(prepared) {
-        let p =
-            prepared.ok_or_else(|| PublishError::Inconsistent("a label was neither prepared nor computed".into()))?;
+        let p = prepared.ok_or(Inconsistency::Unprepared)?;
         let value = AkdValue(winner.value.clone());
         let version = match &p.current {
             // akd skips a value that is already current.
             Some((_, current)) if *current == value => continue,
             Some((version, _)) => {
-                let stale = p.stale.ok_or_else(|| {
-                    PublishError::Inconsistent("a prepared label with a version has no stale node label".into())
-                })?;
+                let stale = p.stale.ok_or(Inconsistency::NoStaleLabel)?;
                 out.elements.push(AzksElement {
                     label: stale,
                     value: KtConfig::stale_azks_value(),
@@ -278,7 +275,7 @@ pub(crate) async fn insert(
     .await?;
     let root = nodes
         .get_node(&codec::node_key(&NodeLabel::root()))?
-        .ok_or_else(|| PublishError::Inconsistent("the tree has no root node after the insertion".into()))?;
+        .ok_or(Inconsistency::NoRoot)?;
     Ok(KtConfig::compute_root_hash_from_val(&root.latest_node.hash))
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cf {
     /// Small singleton rows: the akd `Azks` record (key `azks`), the on-disk schema
-    /// version (key `schema`), and the publisher's own (see `publisher::meta`).
+    /// version (key `schema`), and the publisher's own (the latest head, key `latest_head`: `publisher::heads`).
     Meta,
     /// akd `TreeNodeWithPreviousValue` records, keyed `label_len (u32 BE) || label_val (32 B)`:
     /// akd's own binary id without its type byte. Point reads only (bloom filtered):

@@ -1,13 +1,13 @@
 //! RocksDB tunables, chosen deliberately for akd's access pattern.
 //!
-//! What akd does to storage (measured, see `shared/kt-notes.md` and `docs/storage.md`):
-//! a publish is ~9 batched point reads and ~11 records written per update, in one
-//! atomic batch; a lookup probes ~500 tree-node keys of which ~92% do not exist; a
+//! What akd does to storage (`docs/storage.md` has the measurements): a publish is a
+//! few batched point reads and ~11 records written per update, in one atomic batch; a
+//! lookup's preload probes ~250 tree-node keys, nearly all absent (decision 002); a
 //! history reads one user's value states. Hence: bloom filters on every
 //! point-read column family (absent probes are most lookups), filters and index blocks
 //! pinned in a shared block cache, and one large synced `WriteBatch` per epoch.
 
-/// Settings for [`super::RocksStorage::open`].
+/// Settings for [`super::Store::open_rocks`].
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     /// Shared LRU block cache for all column families, in bytes. Holds data blocks and
@@ -34,9 +34,9 @@ pub struct StorageConfig {
     pub background_jobs: i32,
     /// Threads a large batched read (the publisher's preloads, its version lookups,
     /// the audit blob's node reads) is split across. Reads that miss memory wait on
-    /// the disk one at a time per thread, and a virtual disk answers many at once:
-    /// 4 KiB random reads on this project's 2-core VM measured 75/s from 1 thread and
-    /// 1,800/s from 16. 1 turns the splitting off.
+    /// the disk one at a time per thread, and a virtual disk answers many at once
+    /// (the measurement is in docs/decisions/005-parallel-batched-reads.md). 1 turns
+    /// the splitting off.
     pub read_threads: usize,
     /// fsync the WAL on every write. Off only for benchmarks that say so: with it off a
     /// machine crash can lose the last epoch (a process crash cannot).

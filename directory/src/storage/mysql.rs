@@ -1,4 +1,4 @@
-//! akd's [`Database`] on a MySQL-protocol server (MariaDB, MySQL, Vitess).
+//! The MySQL-protocol engine (MariaDB, MySQL, Vitess) under [`super::Store`].
 //!
 //! The schema is made to be sharded by Vitess (`docs/scale.md` has the vschema):
 //!
@@ -24,14 +24,9 @@
 //! the order (the `Azks` row, which moves the epoch, last) keeps readers from seeing a
 //! half-written epoch as the current one (`docs/scale.md`).
 
-use super::{
-    AZKS_KEY, Cf, CommitHook, EpochCommit, Key, NodeKey, NodeLengths, NodeSink, RawEntry, SCHEMA_KEY, StorageError,
-    Write, WriteGuard, codec, node_key_len, not_found,
-};
-use akd::errors::StorageError as AkdStorageError;
-use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
-use akd::storage::{Database, DbSetState, Storable};
-use akd::{AkdLabel, AkdValue, Azks};
+use super::engine::{Batch, Engine, StateEntry, StateRow};
+use super::{Cf, NodeKey, NodeSink, RawEntry, StorageError, codec};
+use akd::storage::types::ValueStateRetrievalFlag;
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
@@ -108,9 +103,9 @@ fn create_statements() -> Vec<String> {
     out
 }
 
-/// akd storage on a MySQL-protocol database. Cheap to clone: clones share one pool.
+/// A MySQL-protocol database. Cheap to clone: clones share one pool.
 #[derive(Clone, Debug)]
-pub struct MysqlStorage {
+pub struct MysqlEngine {
     inner: Arc<Inner>,
 }
 
@@ -119,23 +114,12 @@ struct Inner {
     pool: Pool,
     /// `user@host:port/database`, for logs and errors (never the password).
     target: String,
-    /// A read replica's store: it never writes, and never creates tables.
-    read_only: bool,
-    /// The publisher's staged commit hook, and the fence set after any failed write: a
-    /// commit whose outcome is unknown (the connection died before `COMMIT` answered)
-    /// must not be guessed at; restart to re-read.
-    writes: WriteGuard,
-    /// Tree-node lengths that exist (see [`NodeLengths`]): a lookup's ~250 probes of
-    /// absent nodes would otherwise each be a query.
-    node_lengths: NodeLengths,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inner")
             .field("target", &self.target)
-            .field("read_only", &self.read_only)
-            .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
 }
@@ -198,12 +182,12 @@ fn join_parts(cf: Cf, key: &[u8], rows: Vec<(u32, u32, Vec<u8>)>) -> Result<Opti
     Ok(Some(rows.into_iter().flat_map(|(_, _, v)| v).collect()))
 }
 
-impl MysqlStorage {
+impl MysqlEngine {
     /// Connects to `url` (`mysql://user:password@host:port/database`), checks the
-    /// server's settings, creates the tables if missing and checks the schema version.
-    /// With `read_only` (a replica), nothing is created: an empty database is an error.
+    /// server's settings and, unless `read_only` (a replica), creates the tables that
+    /// are missing. A database without the tables is [`StorageError::Empty`].
     pub async fn open(url: &str, read_only: bool) -> Result<Self, StorageError> {
-        let opts = Opts::from_url(url).map_err(|e| StorageError::MysqlSetup(format!("bad MySQL URL: {e}")))?;
+        let opts = Opts::from_url(url).map_err(|source| StorageError::MysqlUrl { source })?;
         let target = format!(
             "{}@{}:{}/{}",
             opts.user().unwrap_or(""),
@@ -212,38 +196,25 @@ impl MysqlStorage {
             opts.db_name().unwrap_or("")
         );
         if opts.db_name().is_none_or(str::is_empty) {
-            return Err(StorageError::MysqlSetup(format!(
-                "the MySQL URL names no database ({target}); add /<database> to it"
-            )));
+            return Err(StorageError::MysqlNoDatabase { target });
         }
         let constraints = PoolConstraints::new(1, 64).unwrap_or_default();
         let opts = OptsBuilder::from_opts(opts).pool_opts(PoolOpts::default().with_constraints(constraints));
-        let pool = Pool::new(opts);
-        let storage = MysqlStorage {
+        let engine = MysqlEngine {
             inner: Arc::new(Inner {
-                pool,
+                pool: Pool::new(opts),
                 target,
-                read_only,
-                writes: WriteGuard::default(),
-                node_lengths: NodeLengths::default(),
             }),
         };
-        let mut conn = storage.connect_first().await?;
-        storage.check_server(&mut conn).await?;
+        let mut conn = engine.connect_first().await?;
+        engine.check_server(&mut conn).await?;
         if !read_only {
             for statement in create_statements() {
                 conn.query_drop(statement).await.map_err(db_err("create table"))?;
             }
         }
-        storage.check_schema(&mut conn).await?;
-        drop(conn);
-        storage.learn_node_lengths().await?;
-        Ok(storage)
-    }
-
-    /// `user@host:port/database`.
-    pub fn describe(&self) -> &str {
-        &self.inner.target
+        engine.check_tables(&mut conn).await?;
+        Ok(engine)
     }
 
     /// The first connection, with a deadline and a message that says where.
@@ -252,10 +223,10 @@ impl MysqlStorage {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.inner.pool.get_conn()).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(source)) => Err(StorageError::MysqlConnect { target, source }),
-            Err(_) => Err(StorageError::MysqlSetup(format!(
-                "no answer from {target} within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(StorageError::MysqlTimeout {
+                target,
+                secs: CONNECT_TIMEOUT.as_secs(),
+            }),
         }
     }
 
@@ -270,353 +241,26 @@ impl MysqlStorage {
             .map_err(db_err("read settings"))?;
         match packet {
             Some(p) if p >= MIN_PACKET_BYTES => Ok(()),
-            other => Err(StorageError::MysqlSetup(format!(
-                "max_allowed_packet is {other:?} on {}; this backend needs at least {MIN_PACKET_BYTES} \
-                 (SET GLOBAL max_allowed_packet = 67108864)",
-                self.inner.target
-            ))),
+            found => Err(StorageError::MysqlPacket {
+                target: self.inner.target.clone(),
+                found,
+                needed: MIN_PACKET_BYTES,
+            }),
         }
     }
 
-    async fn check_schema(&self, conn: &mut Conn) -> Result<(), StorageError> {
+    async fn check_tables(&self, conn: &mut Conn) -> Result<(), StorageError> {
         let tables: Vec<String> = conn
             .query("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
             .await
             .map_err(db_err("list tables"))?;
-        let missing: Vec<&str> = Cf::ALL
+        let missing = Cf::ALL
             .iter()
             .map(|&cf| table(cf))
-            .filter(|t| !tables.iter().any(|have| have.eq_ignore_ascii_case(t)))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StorageError::Empty(format!(
-                "{} has no directory tables ({}): start the publisher on it first",
-                self.inner.target,
-                missing.join(", ")
-            )));
+            .any(|t| !tables.iter().any(|have| have.eq_ignore_ascii_case(t)));
+        if missing {
+            return Err(StorageError::Empty { store: self.describe() });
         }
-        let found = get_parts(conn, Cf::Meta, SCHEMA_KEY).await?;
-        match found {
-            Some(v) if v.as_slice() == MYSQL_SCHEMA_VERSION.to_be_bytes() => Ok(()),
-            Some(v) => Err(StorageError::Schema {
-                found: hex::encode(v),
-                expected: MYSQL_SCHEMA_VERSION,
-            }),
-            None if self.inner.read_only => Err(StorageError::Empty(format!(
-                "{} holds no directory yet: start the publisher on it first",
-                self.inner.target
-            ))),
-            None => {
-                self.write(vec![Write::Put(
-                    Cf::Meta,
-                    SCHEMA_KEY.to_vec(),
-                    MYSQL_SCHEMA_VERSION.to_be_bytes().to_vec(),
-                )])
-                .await
-            }
-        }
-    }
-
-    /// Nothing to catch up with: every query sees the latest commit.
-    pub async fn catch_up(&self) -> Result<(), StorageError> {
-        Ok(())
-    }
-
-    /// Learns the tree-node lengths stored since the last call: one indexed probe per
-    /// length not yet known.
-    pub async fn learn_node_lengths(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn().await?;
-        for len in 0..=256u32 {
-            if self.inner.node_lengths.may_contain(len) {
-                continue;
-            }
-            let from = len.to_be_bytes().to_vec();
-            let to = (len + 1).to_be_bytes().to_vec();
-            let found: Option<u8> = conn
-                .exec_first("SELECT 1 FROM kt_tree_nodes WHERE k >= ? AND k < ? LIMIT 1", (from, to))
-                .await
-                .map_err(db_err("scan node lengths"))?;
-            if found.is_some() {
-                self.inner.node_lengths.insert(len);
-            }
-        }
-        Ok(())
-    }
-
-    /// The `Azks` row as stored (the last committed epoch).
-    pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
-        let mut conn = self.conn().await?;
-        get_azks(&mut conn).await
-    }
-
-    /// Stages `hook` for akd's next transaction commit (replacing any staged one).
-    pub fn stage_commit_hook(&self, hook: CommitHook) {
-        self.inner.writes.stage(hook);
-    }
-
-    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
-    pub fn clear_commit_hook(&self) -> bool {
-        self.inner.writes.clear()
-    }
-
-    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
-    pub fn is_fenced(&self) -> bool {
-        self.inner.writes.is_fenced()
-    }
-
-    /// Applies `writes` in one transaction.
-    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StorageError> {
-        self.commit(&[], writes).await
-    }
-
-    /// One value of one of the publisher's tables.
-    pub async fn get_raw(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut conn = self.conn().await?;
-        get_parts(&mut conn, cf, &key).await
-    }
-
-    /// Up to `limit` entries of `cf` with keys `>= from`, in key order.
-    pub async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<(Vec<u8>, u32, Vec<u8>)> = conn
-            .exec(
-                format!(
-                    "SELECT k, parts, v FROM {} WHERE k >= ? AND part = 0 ORDER BY k LIMIT ?",
-                    table(cf)
-                ),
-                (from, u64::try_from(limit).unwrap_or(u64::MAX)),
-            )
-            .await
-            .map_err(db_err("scan"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (k, parts, v) in rows {
-            if parts == 1 {
-                out.push((k, v));
-            } else if let Some(whole) = get_parts(&mut conn, cf, &k).await? {
-                out.push((k, whole));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The entry with the greatest key in `cf`.
-    pub async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
-        let mut conn = self.conn().await?;
-        let key: Option<Vec<u8>> = conn
-            .query_first(format!(
-                "SELECT k FROM {} WHERE part = 0 ORDER BY k DESC LIMIT 1",
-                table(cf)
-            ))
-            .await
-            .map_err(db_err("last"))?;
-        let Some(key) = key else { return Ok(None) };
-        Ok(get_parts(&mut conn, cf, &key).await?.map(|v| (key, v)))
-    }
-
-    /// Counts the entries of `cf`.
-    pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
-        let mut conn = self.conn().await?;
-        // akd's tables hold one row per record; the publisher's, one per part.
-        let whole = if matches!(cf, Cf::TreeNodes | Cf::ValueStates) {
-            ""
-        } else {
-            " WHERE part = 0"
-        };
-        let n: Option<u64> = conn
-            .query_first(format!("SELECT COUNT(*) FROM {}{whole}", table(cf)))
-            .await
-            .map_err(db_err("count"))?;
-        Ok(n.unwrap_or(0))
-    }
-
-    /// `label`'s newest (version, epoch, value) at or before `epoch`.
-    pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
-        Ok(self
-            .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch))
-            .await?
-            .map(|s| (s.version, s.epoch, s.value.0)))
-    }
-
-    /// Bytes per table as the server reports them (InnoDB's estimate: data + indexes).
-    pub async fn live_bytes_all(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<(String, u64)> = conn
-            .query(
-                "SELECT table_name, CAST(data_length + index_length AS UNSIGNED) \
-                 FROM information_schema.tables WHERE table_schema = DATABASE()",
-            )
-            .await
-            .map_err(db_err("table sizes"))?;
-        Ok(Cf::ALL
-            .iter()
-            .map(|&cf| {
-                let bytes = rows
-                    .iter()
-                    .find(|(t, _)| t.eq_ignore_ascii_case(table(cf)))
-                    .map_or(0, |(_, b)| *b);
-                (cf, bytes)
-            })
-            .collect())
-    }
-
-    /// Refreshes the server's table statistics (`ANALYZE TABLE`), on which
-    /// [`MysqlStorage::live_bytes_all`] is based.
-    pub async fn analyze(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn().await?;
-        let tables: Vec<&str> = Cf::ALL.iter().map(|&cf| table(cf)).collect();
-        conn.query_drop(format!("ANALYZE TABLE {}", tables.join(", ")))
-            .await
-            .map_err(db_err("analyze"))
-    }
-
-    /// One transaction: the publisher's `extra` writes, akd's records, the `Azks` row
-    /// last. Any failure fences later writes.
-    async fn commit(&self, records: &[DbRecord], extra: Vec<Write>) -> Result<(), StorageError> {
-        let mut rows = Rows::default();
-        for record in records {
-            match record {
-                DbRecord::Azks(a) => rows.azks = Some(codec::encode_azks(a)),
-                DbRecord::TreeNode(node) => {
-                    self.inner.node_lengths.insert(node.label.label_len);
-                    rows.nodes
-                        .push((codec::node_key(&node.label).to_vec(), codec::encode_tree_node(node)));
-                }
-                DbRecord::ValueState(state) => rows.add_state(state)?,
-            }
-        }
-        self.add_writes(&mut rows, extra)?;
-        self.commit_rows(rows).await
-    }
-
-    /// One epoch in one transaction (see [`MysqlStorage::commit`]).
-    pub async fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
-        let mut rows = Rows::default();
-        self.add_writes(&mut rows, commit.writes)?;
-        rows.nodes.reserve(commit.nodes.node_count());
-        commit.nodes.for_each_node(&mut |key, value| {
-            self.inner.node_lengths.insert(node_key_len(key));
-            rows.nodes.push((key.to_vec(), value.to_vec()));
-            Ok(())
-        })?;
-        for state in &commit.states {
-            rows.add_state(state)?;
-        }
-        rows.azks = Some(codec::encode_azks(&commit.azks));
-        self.commit_rows(rows).await
-    }
-
-    /// Sorts the publisher's writes into `rows` (tree nodes and value states go with
-    /// akd's).
-    fn add_writes(&self, rows: &mut Rows, extra: Vec<Write>) -> Result<(), StorageError> {
-        for w in extra {
-            match w {
-                Write::Put(Cf::TreeNodes, k, v) => {
-                    if let Some(len) = super::key_label_len(&k) {
-                        self.inner.node_lengths.insert(len);
-                    }
-                    rows.nodes.push((k, v));
-                }
-                Write::Put(Cf::ValueStates, k, v) => {
-                    let (user, epoch) =
-                        codec::split_value_state_key(&k).map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                    let (version, _) = codec::decode_version_and_value(&v)
-                        .map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                    rows.states.push((user.to_vec(), epoch, version, v));
-                }
-                Write::Put(cf, k, v) => rows.puts.entry(cf).or_default().push((k, v)),
-                Write::Delete(cf, k) => rows.deletes.entry(cf).or_default().push(k),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes `rows` in one transaction, fencing later writes on any failure.
-    async fn commit_rows(&self, rows: Rows) -> Result<(), StorageError> {
-        if self.inner.read_only {
-            return Err(StorageError::ReadOnly);
-        }
-        self.inner.writes.check()?;
-        let count = rows.nodes.len() + rows.states.len();
-        let result = self.commit_unfenced(rows).await;
-        if let Err(e) = &result {
-            self.inner.writes.fence();
-            tracing::error!(target = %self.inner.target, records = count, error = %e, "MySQL write failed; fencing writes");
-        }
-        result
-    }
-
-    async fn commit_unfenced(&self, rows: Rows) -> Result<(), StorageError> {
-        let Rows {
-            nodes,
-            states,
-            azks,
-            puts,
-            deletes,
-        } = rows;
-        let mut conn = self.conn().await?;
-        let mut tx = conn
-            .start_transaction(TxOpts::default())
-            .await
-            .map_err(db_err("begin"))?;
-        for (cf, keys) in deletes {
-            delete_keys(&mut tx, cf, keys).await?;
-        }
-        for (cf, entries) in puts {
-            put_parts(&mut tx, cf, entries).await?;
-        }
-        for batch in statements(nodes, |(k, v)| k.len() + v.len()) {
-            let sql = format!(
-                "INSERT INTO kt_tree_nodes (k, v) VALUES {} ON DUPLICATE KEY UPDATE v = VALUES(v)",
-                row_marks(batch.len(), 2)
-            );
-            let params: Vec<Value> = batch
-                .into_iter()
-                .flat_map(|(k, v)| [Value::from(k), Value::from(v)])
-                .collect();
-            tx.exec_drop(sql, params).await.map_err(db_err("write tree nodes"))?;
-        }
-        for batch in statements(states, |(u, _, _, v)| u.len() + v.len() + 16) {
-            let sql = format!(
-                "INSERT INTO kt_value_states (user, epoch, version, v) VALUES {} \
-                 ON DUPLICATE KEY UPDATE version = VALUES(version), v = VALUES(v)",
-                row_marks(batch.len(), 4)
-            );
-            let params: Vec<Value> = batch
-                .into_iter()
-                .flat_map(|(u, e, ver, v)| [Value::from(u), Value::from(e), Value::from(ver), Value::from(v)])
-                .collect();
-            tx.exec_drop(sql, params).await.map_err(db_err("write value states"))?;
-        }
-        // The row that moves the epoch goes last (see the module docs).
-        if let Some(azks) = azks {
-            put_parts(&mut tx, Cf::Meta, vec![(AZKS_KEY.to_vec(), azks)]).await?;
-        }
-        tx.commit().await.map_err(db_err("commit"))
-    }
-
-    /// The tree nodes at `keys` that exist, raw, into `sink`: statements of
-    /// [`ROWS_PER_STATEMENT`] keys on up to [`READ_CONNECTIONS`] connections at once.
-    pub async fn read_nodes(&self, mut keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
-        keys.retain(|k| self.inner.node_lengths.may_contain(node_key_len(k)));
-        let chunks: Vec<Vec<NodeKey>> = keys.chunks(ROWS_PER_STATEMENT).map(<[NodeKey]>::to_vec).collect();
-        futures_util::stream::iter(chunks)
-            .map(|chunk| {
-                let sink = Arc::clone(&sink);
-                let this = self.clone();
-                async move {
-                    for (k, v) in this.node_rows(&chunk).await? {
-                        let key: NodeKey = k
-                            .as_slice()
-                            .try_into()
-                            .map_err(|_| StorageError::MysqlSetup(format!("a tree-node key of {} bytes", k.len())))?;
-                        sink(&key, &v)?;
-                    }
-                    Ok::<(), StorageError>(())
-                }
-            })
-            .buffer_unordered(READ_CONNECTIONS)
-            .try_collect::<Vec<()>>()
-            .await?;
         Ok(())
     }
 
@@ -628,96 +272,13 @@ impl MysqlStorage {
         conn.exec(sql, params).await.map_err(db_err("batch get tree nodes"))
     }
 
-    async fn get(&self, key: &Key) -> Result<Option<DbRecord>, StorageError> {
-        let mut conn = self.conn().await?;
-        Ok(match key {
-            Key::Azks => get_azks(&mut conn).await?.map(DbRecord::Azks),
-            Key::Node(k) if !self.inner.node_lengths.may_contain(node_key_len(k)) => None,
-            Key::Node(k) => {
-                let v: Option<Vec<u8>> = conn
-                    .exec_first("SELECT v FROM kt_tree_nodes WHERE k = ?", (k.to_vec(),))
-                    .await
-                    .map_err(db_err("get tree node"))?;
-                v.map(|v| decode_node(k, &v)).transpose()?
-            }
-            Key::State { user, epoch } => {
-                let v: Option<Vec<u8>> = conn
-                    .exec_first(
-                        "SELECT v FROM kt_value_states WHERE user = ? AND epoch = ?",
-                        (user.clone(), *epoch),
-                    )
-                    .await
-                    .map_err(db_err("get value state"))?;
-                v.map(|v| decode_state(user, *epoch, &v).map(DbRecord::ValueState))
-                    .transpose()?
-            }
-        })
-    }
-
-    async fn batch_get_keys(&self, keys: Vec<Key>) -> Result<Vec<DbRecord>, StorageError> {
-        let mut azks = false;
-        let mut nodes = Vec::new();
-        let mut states = Vec::new();
-        for key in keys {
-            match key {
-                Key::Azks => azks = true,
-                Key::Node(k) if self.inner.node_lengths.may_contain(node_key_len(&k)) => nodes.push(k),
-                Key::Node(_) => {}
-                Key::State { user, epoch } => states.push((user, epoch)),
-            }
-        }
-        let mut out = Vec::new();
-        if !azks && nodes.is_empty() && states.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.conn().await?;
-        if azks {
-            out.extend(get_azks(&mut conn).await?.map(DbRecord::Azks));
-        }
-        let chunks: Vec<Vec<NodeKey>> = nodes.chunks(ROWS_PER_STATEMENT).map(<[NodeKey]>::to_vec).collect();
-        let node_rows: Vec<Vec<(Vec<u8>, Vec<u8>)>> = futures_util::stream::iter(chunks)
-            .map(|chunk| {
-                let this = self.clone();
-                async move { this.node_rows(&chunk).await }
-            })
-            .buffer_unordered(READ_CONNECTIONS)
-            .try_collect()
-            .await?;
-        for (k, v) in node_rows.into_iter().flatten() {
-            out.push(decode_node(&k, &v)?);
-        }
-        for chunk in states.chunks(ROWS_PER_STATEMENT / 2) {
-            let sql = format!(
-                "SELECT user, epoch, v FROM kt_value_states WHERE (user, epoch) IN ({})",
-                row_marks(chunk.len(), 2)
-            );
-            let params: Vec<Value> = chunk
-                .iter()
-                .flat_map(|(u, e)| [Value::from(u.clone()), Value::from(*e)])
-                .collect();
-            let rows: Vec<(Vec<u8>, u64, Vec<u8>)> =
-                conn.exec(sql, params).await.map_err(db_err("batch get value states"))?;
-            for (u, e, v) in rows {
-                out.push(DbRecord::ValueState(decode_state(&u, e, &v)?));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn user_states(&self, user: &[u8]) -> Result<Vec<ValueState>, StorageError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<(u64, Vec<u8>)> = conn
-            .exec(
-                "SELECT epoch, v FROM kt_value_states WHERE user = ? ORDER BY epoch",
-                (user.to_vec(),),
-            )
-            .await
-            .map_err(db_err("get user data"))?;
-        rows.into_iter().map(|(e, v)| decode_state(user, e, &v)).collect()
-    }
-
-    async fn user_state(&self, user: &[u8], flag: ValueStateRetrievalFlag) -> Result<Option<ValueState>, StorageError> {
-        let u = Value::from(user.to_vec());
+    /// The one state `flag` selects for `user`, by one indexed query.
+    async fn select_state(
+        &self,
+        user: Vec<u8>,
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<Option<StateEntry>, StorageError> {
+        let u = Value::from(user.clone());
         let (sql, params): (&str, Vec<Value>) = match flag {
             ValueStateRetrievalFlag::SpecificEpoch(e) => (
                 "SELECT epoch, v FROM kt_value_states WHERE user = ? AND epoch = ?",
@@ -742,19 +303,19 @@ impl MysqlStorage {
         };
         let mut conn = self.conn().await?;
         let row: Option<(u64, Vec<u8>)> = conn.exec_first(sql, params).await.map_err(db_err("get user state"))?;
-        row.map(|(e, v)| decode_state(user, e, &v)).transpose()
+        Ok(row.map(|(epoch, v)| (user, epoch, v)))
     }
 
     /// The state `flag` selects for each user, by one `user IN (...)` query per chunk
     /// of users (the shard key): all their states come back and are chosen here.
-    async fn user_state_versions(
+    async fn select_many(
         &self,
-        users: &[AkdLabel],
+        users: Vec<Vec<u8>>,
         flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
-        let mut out: HashMap<AkdLabel, (u64, u64, AkdValue)> = HashMap::with_capacity(users.len());
-        let chunks: Vec<Vec<AkdLabel>> = users.chunks(ROWS_PER_STATEMENT).map(<[AkdLabel]>::to_vec).collect();
-        let chunks: Vec<Vec<StateRow>> = futures_util::stream::iter(chunks)
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        let mut out: HashMap<Vec<u8>, (u64, Vec<u8>)> = HashMap::with_capacity(users.len());
+        let chunks: Vec<Vec<Vec<u8>>> = users.chunks(ROWS_PER_STATEMENT).map(<[Vec<u8>]>::to_vec).collect();
+        let chunks: Vec<Vec<DbStateRow>> = futures_util::stream::iter(chunks)
             .map(|chunk| {
                 let this = self.clone();
                 async move {
@@ -763,7 +324,7 @@ impl MysqlStorage {
                         "SELECT user, epoch, version, v FROM kt_value_states WHERE user IN ({})",
                         marks(chunk.len())
                     );
-                    let params: Vec<Value> = chunk.iter().map(|u| Value::from(u.0.clone())).collect();
+                    let params: Vec<Value> = chunk.into_iter().map(Value::from).collect();
                     conn.exec(sql, params).await.map_err(db_err("get user state versions"))
                 }
             })
@@ -781,59 +342,308 @@ impl MysqlStorage {
                 if !wanted {
                     continue;
                 }
-                let label = AkdLabel(user);
-                let better = match (out.get(&label), flag) {
+                let better = match (out.get(&user), flag) {
                     (None, _) => true,
-                    (Some(&(have, _, _)), ValueStateRetrievalFlag::MinEpoch) => epoch < have,
-                    (Some(&(have, _, _)), ValueStateRetrievalFlag::SpecificVersion(_)) => epoch < have,
-                    (Some(&(have, _, _)), _) => epoch > have,
+                    (Some(&(have, _)), ValueStateRetrievalFlag::MinEpoch) => epoch < have,
+                    (Some(&(have, _)), ValueStateRetrievalFlag::SpecificVersion(_)) => epoch < have,
+                    (Some(&(have, _)), _) => epoch > have,
                 };
                 if better {
-                    let (ver, value) = codec::decode_version_and_value(&v)
-                        .map_err(|e| StorageError::corrupt(Cf::ValueStates, &label.0, e))?;
-                    out.insert(label, (epoch, ver, value));
+                    out.insert(user, (epoch, v));
                 }
             }
         }
-        Ok(out.into_iter().map(|(k, (_, ver, value))| (k, (ver, value))).collect())
+        Ok(out.into_iter().map(|(user, (epoch, v))| (user, epoch, v)).collect())
+    }
+
+    async fn write_unfenced(&self, batch: Batch) -> Result<(), StorageError> {
+        let Batch {
+            deletes,
+            puts,
+            nodes,
+            states,
+            azks,
+        } = batch;
+        for state in &states {
+            if state.user.len() > MAX_USER_BYTES {
+                return Err(StorageError::LabelTooLong {
+                    len: state.user.len(),
+                    max: MAX_USER_BYTES,
+                });
+            }
+        }
+        let mut node_rows: Vec<RawEntry> = Vec::with_capacity(nodes.iter().map(|n| n.node_count()).sum());
+        for source in nodes {
+            source.for_each_node(&mut |key, value| {
+                node_rows.push((key.to_vec(), value.to_vec()));
+                Ok(())
+            })?;
+        }
+        let mut deleted: HashMap<Cf, Vec<Vec<u8>>> = HashMap::new();
+        for (cf, k) in deletes {
+            deleted.entry(cf).or_default().push(k);
+        }
+        let mut put: HashMap<Cf, Vec<RawEntry>> = HashMap::new();
+        for (cf, k, v) in puts {
+            put.entry(cf).or_default().push((k, v));
+        }
+        let mut conn = self.conn().await?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(db_err("begin"))?;
+        for (cf, keys) in deleted {
+            delete_keys(&mut tx, cf, keys).await?;
+        }
+        for (cf, entries) in put {
+            put_parts(&mut tx, cf, entries).await?;
+        }
+        for batch in statements(node_rows, |(k, v)| k.len() + v.len()) {
+            let sql = format!(
+                "INSERT INTO kt_tree_nodes (k, v) VALUES {} ON DUPLICATE KEY UPDATE v = VALUES(v)",
+                row_marks(batch.len(), 2)
+            );
+            let params: Vec<Value> = batch
+                .into_iter()
+                .flat_map(|(k, v)| [Value::from(k), Value::from(v)])
+                .collect();
+            tx.exec_drop(sql, params).await.map_err(db_err("write tree nodes"))?;
+        }
+        for batch in statements(states, |s| s.user.len() + s.value.len() + 16) {
+            let sql = format!(
+                "INSERT INTO kt_value_states (user, epoch, version, v) VALUES {} \
+                 ON DUPLICATE KEY UPDATE version = VALUES(version), v = VALUES(v)",
+                row_marks(batch.len(), 4)
+            );
+            let params: Vec<Value> = batch
+                .into_iter()
+                .flat_map(
+                    |StateRow {
+                         user,
+                         epoch,
+                         version,
+                         value,
+                     }| {
+                        [
+                            Value::from(user),
+                            Value::from(epoch),
+                            Value::from(version),
+                            Value::from(value),
+                        ]
+                    },
+                )
+                .collect();
+            tx.exec_drop(sql, params).await.map_err(db_err("write value states"))?;
+        }
+        // The row that moves the epoch goes last (see the module docs).
+        if let Some(azks) = azks {
+            put_parts(&mut tx, Cf::Meta, vec![(super::store::AZKS_KEY.to_vec(), azks)]).await?;
+        }
+        tx.commit().await.map_err(db_err("commit"))
+    }
+}
+
+#[async_trait]
+impl Engine for MysqlEngine {
+    fn describe(&self) -> String {
+        format!("MySQL database {}", self.inner.target)
+    }
+
+    fn schema_version(&self) -> u32 {
+        MYSQL_SCHEMA_VERSION
+    }
+
+    async fn get(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut conn = self.conn().await?;
+        if cf == Cf::TreeNodes {
+            return conn
+                .exec_first("SELECT v FROM kt_tree_nodes WHERE k = ?", (key,))
+                .await
+                .map_err(db_err("get tree node"));
+        }
+        get_parts(&mut conn, cf, &key).await
+    }
+
+    /// Statements of [`ROWS_PER_STATEMENT`] keys on up to [`READ_CONNECTIONS`]
+    /// connections at once.
+    async fn read_nodes(&self, keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
+        let chunks: Vec<Vec<NodeKey>> = keys.chunks(ROWS_PER_STATEMENT).map(<[NodeKey]>::to_vec).collect();
+        futures_util::stream::iter(chunks)
+            .map(|chunk| {
+                let sink = Arc::clone(&sink);
+                let this = self.clone();
+                async move {
+                    for (k, v) in this.node_rows(&chunk).await? {
+                        let key: NodeKey = k.as_slice().try_into().map_err(|_| StorageError::BadNodeKey {
+                            key_hex: hex::encode(&k),
+                        })?;
+                        sink(&key, &v)?;
+                    }
+                    Ok::<(), StorageError>(())
+                }
+            })
+            .buffer_unordered(READ_CONNECTIONS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
+        let mut conn = self.conn().await?;
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        if cf == Cf::TreeNodes {
+            return conn
+                .exec(
+                    "SELECT k, v FROM kt_tree_nodes WHERE k >= ? ORDER BY k LIMIT ?",
+                    (from, limit),
+                )
+                .await
+                .map_err(db_err("scan"));
+        }
+        let rows: Vec<(Vec<u8>, u32, Vec<u8>)> = conn
+            .exec(
+                format!(
+                    "SELECT k, parts, v FROM {} WHERE k >= ? AND part = 0 ORDER BY k LIMIT ?",
+                    table(cf)
+                ),
+                (from, limit),
+            )
+            .await
+            .map_err(db_err("scan"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, parts, v) in rows {
+            if parts == 1 {
+                out.push((k, v));
+            } else if let Some(whole) = get_parts(&mut conn, cf, &k).await? {
+                out.push((k, whole));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
+        let mut conn = self.conn().await?;
+        if cf == Cf::TreeNodes {
+            return conn
+                .query_first("SELECT k, v FROM kt_tree_nodes ORDER BY k DESC LIMIT 1")
+                .await
+                .map_err(db_err("last"));
+        }
+        let key: Option<Vec<u8>> = conn
+            .query_first(format!(
+                "SELECT k FROM {} WHERE part = 0 ORDER BY k DESC LIMIT 1",
+                table(cf)
+            ))
+            .await
+            .map_err(db_err("last"))?;
+        let Some(key) = key else { return Ok(None) };
+        Ok(get_parts(&mut conn, cf, &key).await?.map(|v| (key, v)))
+    }
+
+    async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
+        let mut conn = self.conn().await?;
+        // akd's tables hold one row per record; the publisher's, one per part.
+        let whole = if matches!(cf, Cf::TreeNodes | Cf::ValueStates) {
+            ""
+        } else {
+            " WHERE part = 0"
+        };
+        let n: Option<u64> = conn
+            .query_first(format!("SELECT COUNT(*) FROM {}{whole}", table(cf)))
+            .await
+            .map_err(db_err("count"))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn states_at(&self, keys: Vec<(Vec<u8>, u64)>) -> Result<Vec<StateEntry>, StorageError> {
+        let mut conn = self.conn().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT / 2) {
+            let sql = format!(
+                "SELECT user, epoch, v FROM kt_value_states WHERE (user, epoch) IN ({})",
+                row_marks(chunk.len(), 2)
+            );
+            let params: Vec<Value> = chunk
+                .iter()
+                .flat_map(|(u, e)| [Value::from(u.clone()), Value::from(*e)])
+                .collect();
+            let rows: Vec<StateEntry> = conn.exec(sql, params).await.map_err(db_err("batch get value states"))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn user_states(&self, user: Vec<u8>) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let mut conn = self.conn().await?;
+        conn.exec(
+            "SELECT epoch, v FROM kt_value_states WHERE user = ? ORDER BY epoch",
+            (user,),
+        )
+        .await
+        .map_err(db_err("get user data"))
+    }
+
+    async fn select_states(
+        &self,
+        mut users: Vec<Vec<u8>>,
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        if users.len() == 1 {
+            let user = users.pop().unwrap_or_default();
+            return Ok(self.select_state(user, flag).await?.into_iter().collect());
+        }
+        self.select_many(users, flag).await
+    }
+
+    /// One SQL transaction, the `Azks` row last.
+    async fn write(&self, batch: Batch) -> Result<(), StorageError> {
+        self.write_unfenced(batch).await
+    }
+
+    /// Nothing to catch up with: every query sees the latest commit.
+    async fn catch_up(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Refreshes the server's table statistics (`ANALYZE TABLE`), on which
+    /// [`Engine::live_bytes`] is based.
+    async fn flush(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn().await?;
+        let tables: Vec<&str> = Cf::ALL.iter().map(|&cf| table(cf)).collect();
+        conn.query_drop(format!("ANALYZE TABLE {}", tables.join(", ")))
+            .await
+            .map_err(db_err("analyze"))
+    }
+
+    async fn compact(&self) -> Result<(), StorageError> {
+        self.flush().await
+    }
+
+    /// Bytes per table as the server reports them (InnoDB's estimate: data + indexes).
+    async fn live_bytes(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(String, u64)> = conn
+            .query(
+                "SELECT table_name, CAST(data_length + index_length AS UNSIGNED) \
+                 FROM information_schema.tables WHERE table_schema = DATABASE()",
+            )
+            .await
+            .map_err(db_err("table sizes"))?;
+        Ok(Cf::ALL
+            .iter()
+            .map(|&cf| {
+                let bytes = rows
+                    .iter()
+                    .find(|(t, _)| t.eq_ignore_ascii_case(table(cf)))
+                    .map_or(0, |(_, b)| *b);
+                (cf, bytes)
+            })
+            .collect())
     }
 }
 
 /// A `kt_value_states` row: (user, epoch, version, encoded state).
-type StateRow = (Vec<u8>, u64, u64, Vec<u8>);
-
-/// The rows of one transaction, by table.
-#[derive(Debug, Default)]
-struct Rows {
-    /// `kt_tree_nodes` upserts: (key, encoded record).
-    nodes: Vec<RawEntry>,
-    /// `kt_value_states` upserts.
-    states: Vec<StateRow>,
-    /// The encoded `Azks` row, written last: it moves the epoch.
-    azks: Option<Vec<u8>>,
-    /// The publisher's tables: puts, by table.
-    puts: HashMap<Cf, Vec<RawEntry>>,
-    /// The publisher's tables: deletes, by table.
-    deletes: HashMap<Cf, Vec<Vec<u8>>>,
-}
-
-impl Rows {
-    fn add_state(&mut self, state: &ValueState) -> Result<(), StorageError> {
-        if state.username.0.len() > MAX_USER_BYTES {
-            return Err(StorageError::BadKey(format!(
-                "user label of {} bytes; the MySQL backend stores at most {MAX_USER_BYTES}",
-                state.username.0.len()
-            )));
-        }
-        self.states.push((
-            state.username.0.clone(),
-            state.epoch,
-            state.version,
-            codec::encode_value_state(state),
-        ));
-        Ok(())
-    }
-}
+type DbStateRow = (Vec<u8>, u64, u64, Vec<u8>);
 
 /// A value of one of the publisher's tables, reassembled from its parts.
 async fn get_parts(conn: &mut impl Queryable, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -845,13 +655,6 @@ async fn get_parts(conn: &mut impl Queryable, cf: Cf, key: &[u8]) -> Result<Opti
         .await
         .map_err(db_err("get"))?;
     join_parts(cf, key, rows)
-}
-
-async fn get_azks(conn: &mut impl Queryable) -> Result<Option<Azks>, StorageError> {
-    get_parts(conn, Cf::Meta, AZKS_KEY)
-        .await?
-        .map(|v| codec::decode_azks(&v).map_err(|e| StorageError::corrupt(Cf::Meta, AZKS_KEY, e)))
-        .transpose()
 }
 
 /// Deletes every part of `keys`.
@@ -873,14 +676,18 @@ async fn put_parts(tx: &mut impl Queryable, cf: Cf, entries: Vec<RawEntry>) -> R
     let mut rows = Vec::new();
     for (k, v) in entries {
         if k.len() > 255 {
-            return Err(StorageError::BadKey(format!("key of {} bytes in {cf}", k.len())));
+            return Err(StorageError::KeyTooLong {
+                cf,
+                len: k.len(),
+                max: 255,
+            });
         }
         let parts: Vec<Vec<u8>> = if v.is_empty() {
             vec![Vec::new()]
         } else {
             v.chunks(PART_BYTES).map(<[u8]>::to_vec).collect()
         };
-        let n = u32::try_from(parts.len()).map_err(|_| StorageError::BadKey(format!("value too large in {cf}")))?;
+        let n = u32::try_from(parts.len()).map_err(|_| StorageError::ValueTooLarge { cf, len: v.len() })?;
         for (i, part) in parts.into_iter().enumerate() {
             rows.push((k.clone(), u32::try_from(i).unwrap_or(u32::MAX), n, part));
         }
@@ -898,114 +705,6 @@ async fn put_parts(tx: &mut impl Queryable, cf: Cf, entries: Vec<RawEntry>) -> R
         tx.exec_drop(sql, params).await.map_err(db_err("put"))?;
     }
     Ok(())
-}
-
-fn decode_node(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
-    let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
-    let label = codec::node_label_from_key(key).map_err(corrupt)?;
-    Ok(DbRecord::TreeNode(
-        codec::decode_tree_node(label, value).map_err(corrupt)?,
-    ))
-}
-
-fn decode_state(user: &[u8], epoch: u64, value: &[u8]) -> Result<ValueState, StorageError> {
-    codec::decode_value_state(user, epoch, value)
-        .map_err(|e| StorageError::corrupt(Cf::ValueStates, &codec::value_state_key(user, epoch), e))
-}
-
-#[async_trait]
-impl Database for MysqlStorage {
-    async fn set(&self, record: DbRecord) -> Result<(), AkdStorageError> {
-        self.batch_set(vec![record], DbSetState::General).await
-    }
-
-    /// One SQL transaction: a `TransactionCommit` (a whole epoch) lands atomically,
-    /// together with the writes of a staged [`CommitHook`].
-    async fn batch_set(&self, records: Vec<DbRecord>, state: DbSetState) -> Result<(), AkdStorageError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let extra = match self.inner.writes.hook_for(state) {
-            Some(hook) => hook(&records)?,
-            None => Vec::new(),
-        };
-        Ok(self.commit(&records, extra).await?)
-    }
-
-    async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
-        let key = Key::of::<St>(id)?;
-        MysqlStorage::get(self, &key)
-            .await?
-            .ok_or_else(|| not_found((St::data_type(), id)))
-    }
-
-    async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
-        let keys = ids.iter().map(Key::of::<St>).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.batch_get_keys(keys).await?)
-    }
-
-    async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
-        let states = self.user_states(&username.0).await?;
-        if states.is_empty() {
-            return Err(not_found(username));
-        }
-        Ok(KeyData { states })
-    }
-
-    async fn get_user_state(
-        &self,
-        username: &AkdLabel,
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<ValueState, AkdStorageError> {
-        self.user_state(&username.0, flag)
-            .await?
-            .ok_or_else(|| not_found((username, flag)))
-    }
-
-    async fn get_user_state_versions(
-        &self,
-        usernames: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
-        Ok(self.user_state_versions(usernames, flag).await?)
-    }
-}
-
-/// For this workspace's tests: a new, empty database named after `test` on the
-/// server `KT_TEST_MYSQL_URL` names (`mysql://user:password@host:port`, as
-/// `scripts/mariadb.sh start` prints it), as a URL for [`MysqlStorage::open`].
-/// `Ok(None)` when no server is named, so the caller can skip (a `SKIPPED` line on
-/// stderr says so); an error instead when `KT_REQUIRE_MYSQL=1` (the test command sets
-/// it, so nothing is skipped in CI).
-pub async fn test_database(test: &str) -> Result<Option<String>, StorageError> {
-    let Ok(base) = std::env::var("KT_TEST_MYSQL_URL") else {
-        if std::env::var("KT_REQUIRE_MYSQL").as_deref() == Ok("1") {
-            return Err(StorageError::MysqlSetup(
-                "KT_REQUIRE_MYSQL=1 but KT_TEST_MYSQL_URL is not set".into(),
-            ));
-        }
-        eprintln!("SKIPPED {test}: set KT_TEST_MYSQL_URL (bash scripts/mariadb.sh start DIR prints one)");
-        return Ok(None);
-    };
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = base.trim_end_matches('/').to_owned();
-    let name = format!(
-        "kt_{}_{}_{}",
-        test.chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(24)
-            .collect::<String>(),
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    );
-    let pool = Pool::new(Opts::from_url(&base).map_err(|e| StorageError::MysqlSetup(format!("bad MySQL URL: {e}")))?);
-    let mut conn = pool.get_conn().await.map_err(db_err("connect"))?;
-    conn.query_drop(format!("CREATE DATABASE {name}"))
-        .await
-        .map_err(db_err("create database"))?;
-    drop(conn);
-    pool.disconnect().await.map_err(db_err("disconnect"))?;
-    Ok(Some(format!("{base}/{name}")))
 }
 
 #[cfg(test)]

@@ -1,32 +1,41 @@
-//! akd's [`Database`] on RocksDB.
+//! The RocksDB engine: an embedded RocksDB, the default backend. A read replica opens
+//! it as a RocksDB *secondary* that follows the primary's files.
 //!
-//! One column family per record kind ([`Cf`]), our own compact value encoding
-//! ([`codec`]), a per-user key layout so every `ValueStateRetrievalFlag` is a seek,
-//! and one synced `WriteBatch` per akd transaction commit, so an epoch lands whole or
-//! not at all. Every RocksDB call that may touch a file runs on tokio's blocking pool,
-//! off the async workers.
+//! One column family per record kind ([`Cf`]), a per-user key layout for value states
+//! (`len(user) || user || epoch`) so every `ValueStateRetrievalFlag` is a seek, and one
+//! synced `WriteBatch` per atomic write, so an epoch lands whole or not at all. Every
+//! call that may touch a file runs on tokio's blocking pool, off the async workers;
+//! small reads try memory (memtables and block cache) first, on the caller's thread.
 
-use super::{
-    AZKS_KEY, Cf, CommitHook, EpochCommit, Key, NodeKey, NodeLengths, NodeSink, RawEntry, SCHEMA_KEY, SCHEMA_VERSION,
-    StorageConfig, StorageError, StoreMemory, Write, WriteGuard, codec, key_label_len, node_key_len, not_found,
-};
-use akd::errors::StorageError as AkdStorageError;
-use akd::storage::types::{DbRecord, KeyData, ValueState, ValueStateRetrievalFlag};
-use akd::storage::{Database, DbSetState, Storable};
-use akd::{AkdLabel, AkdValue, Azks};
+use super::engine::{Batch, Engine, StateEntry};
+use super::{Cf, NodeKey, NodeSink, RawEntry, StorageConfig, StorageError, StoreMemory, codec};
+use akd::storage::types::ValueStateRetrievalFlag;
 use async_trait::async_trait;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
     ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// akd storage on an embedded RocksDB. Cheap to clone: clones share one database.
+/// The RocksDB layout this build reads and writes (column families, keys, codec).
+///
+/// 2: adds the publisher's column families (queue, outcomes, heads, audit blobs).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Largest read tried from memory on the caller's thread (a lookup's, once the length
+/// filter has dropped its impossible keys); larger ones (the publisher's preloads,
+/// tens of thousands of keys) go to a blocking thread at once.
+const MEMORY_BATCH_MAX: usize = 256;
+
+/// Fewest keys of a batched read given a thread of their own ([`Inner::in_chunks`]):
+/// below this, starting a thread costs more than the reads it overlaps.
+const READ_CHUNK_MIN: usize = 256;
+
+/// An embedded RocksDB. Cheap to clone: clones share one database.
 #[derive(Clone, Debug)]
-pub struct RocksStorage {
+pub struct RocksEngine {
     inner: Arc<Inner>,
 }
 
@@ -35,10 +44,10 @@ struct Inner {
     db: DB,
     /// The block cache every column family shares (its usage is reported by owner).
     cache: Cache,
-    /// Bytes of the epoch `WriteBatch` being written (0 between commits): the one
-    /// moment the epoch exists in RocksDB's memory besides the memtable.
+    /// Bytes of the `WriteBatch` being written (0 between writes): the one moment an
+    /// epoch exists in RocksDB's memory besides the memtable.
     batch_bytes: AtomicU64,
-    /// Where it lives, for error messages and reopening.
+    /// Where it lives, for error messages.
     path: PathBuf,
     /// A read replica's own directory (info log), when this is a secondary instance:
     /// it must catch up with the primary before reading a new epoch, and never write.
@@ -48,47 +57,17 @@ struct Inner {
     /// How many threads a large batched read is split across (see
     /// [`StorageConfig::read_threads`]): reads that miss memory wait on the disk.
     read_threads: usize,
-    /// The publisher's staged commit hook, and the fence set after any failed write:
-    /// akd's in-memory view may then disagree with the disk, so further writes are
-    /// refused until a restart re-reads it.
-    writes: WriteGuard,
-    /// Label lengths at which at least one tree node is stored. A lookup's greedy
-    /// preload asks for the node at every prefix length of three labels (~250 keys,
-    /// nearly all absent), but nodes only exist near the top of the tree and at the
-    /// leaves: probes at a length no node has are answered here, not by RocksDB.
-    node_lengths: NodeLengths,
 }
 
-/// Adds to `lengths` the tree-node label lengths stored in `db`: one seek per length
-/// (tree-node keys start with the label length, big-endian).
-fn scan_lengths(db: &DB, cf: &ColumnFamily, lengths: &NodeLengths) -> Result<(), StorageError> {
-    let mut opts = ReadOptions::default();
-    opts.set_total_order_seek(true);
-    let mut it = db.raw_iterator_cf_opt(cf, opts);
-    let mut len = 0u32;
-    it.seek_to_first();
-    // Seek to the first key at or after each length; jump to the length found.
-    while let Some(key) = it.key() {
-        let found = key_label_len(key).ok_or_else(|| {
-            StorageError::corrupt(
-                Cf::TreeNodes,
-                key,
-                codec::DecodeError::Truncated {
-                    field: "tree-node key label length",
-                    needed: 4 - key.len(),
-                },
-            )
-        })?;
-        lengths.insert(found);
-        let Some(next) = found.checked_add(1) else { break };
-        len = len.max(next);
-        it.seek(len.to_be_bytes());
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("path", &self.path)
+            .field("secondary", &self.secondary)
+            .field("sync_writes", &self.sync_writes)
+            .field("read_threads", &self.read_threads)
+            .finish_non_exhaustive()
     }
-    it.status().map_err(|source| StorageError::Rocks {
-        cf: Cf::TreeNodes,
-        op: "scan",
-        source,
-    })
 }
 
 /// Where a read may look. Reads of what is in memory (memtables and the block cache)
@@ -114,61 +93,14 @@ impl Tier {
     }
 }
 
-/// Largest `batch_get` tried from memory on the caller's thread (a lookup's, once
-/// [`NodeLengths`] has dropped its impossible keys); larger ones (the publisher's
-/// preloads, tens of thousands of keys) go to a blocking thread at once.
-const MEMORY_BATCH_MAX: usize = 256;
-
-/// Fewest keys of a batched read given a thread of their own ([`Inner::in_chunks`]):
-/// below this, starting a thread costs more than the reads it overlaps.
-const READ_CHUNK_MIN: usize = 256;
-
-/// The keys of one `batch_get`, by column family.
-#[derive(Debug, Default)]
-struct Batch {
-    /// The `Azks` row is asked for.
-    azks: bool,
-    /// Tree-node keys.
-    nodes: Vec<Vec<u8>>,
-    /// Value-state keys.
-    states: Vec<Vec<u8>>,
+/// Whether `e` is RocksDB's answer to a memory-only read that needs a file.
+fn is_incomplete(e: &rocksdb::Error) -> bool {
+    e.kind() == rocksdb::ErrorKind::Incomplete
 }
 
-impl Batch {
-    /// Adds `key`, unless it is a tree node at a length no node has.
-    fn add(&mut self, key: Key, lengths: &NodeLengths) {
-        match key {
-            Key::Azks => self.azks = true,
-            Key::Node(k) if lengths.may_contain(node_key_len(&k)) => self.nodes.push(k.to_vec()),
-            Key::Node(_) => {}
-            Key::State { user, epoch } => self.states.push(codec::value_state_key(&user, epoch)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.azks) + self.nodes.len() + self.states.len()
-    }
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("path", &self.path)
-            .field("secondary", &self.secondary)
-            .field("sync_writes", &self.sync_writes)
-            .field("read_threads", &self.read_threads)
-            .field("writes", &self.writes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RocksStorage {
+impl RocksEngine {
     /// Opens (creating if missing) the database at `path`. Blocking: call it at start-up
-    /// or from `spawn_blocking`.
+    /// or from `spawn_blocking` ([`super::Store::open_rocks`] does).
     pub fn open(path: impl AsRef<Path>, config: &StorageConfig) -> Result<Self, StorageError> {
         let path = path.as_ref().to_path_buf();
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
@@ -186,16 +118,13 @@ impl RocksStorage {
             path: path.clone(),
             source,
         })?;
-        let storage = Self::wrap(db, cache, path, config, None)?;
-        storage.inner.check_schema()?;
-        Ok(storage)
+        Ok(Self::wrap(db, cache, path, config, None))
     }
 
     /// Opens the primary database at `primary` as a RocksDB *secondary* instance (a read
     /// replica in another process): it reads the primary's files, keeps its own info
     /// log in `secondary_dir`, and sees the primary's newer writes only after
-    /// [`RocksStorage::refresh`]. Writes are refused. A primary that was never
-    /// initialized (no schema record) is an error, not an empty directory. Blocking.
+    /// [`Engine::catch_up`]. Writes are refused. Blocking.
     pub fn open_secondary(
         primary: impl AsRef<Path>,
         secondary_dir: impl AsRef<Path>,
@@ -204,10 +133,9 @@ impl RocksStorage {
         let path = primary.as_ref().to_path_buf();
         let secondary = secondary_dir.as_ref().to_path_buf();
         if !path.join("CURRENT").exists() {
-            return Err(StorageError::Empty(format!(
-                "no RocksDB at {} to follow (start the publisher on this data directory first)",
-                path.display()
-            )));
+            return Err(StorageError::Empty {
+                store: format!("RocksDB at {}", path.display()),
+            });
         }
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
         let mut db_opts = db_options(config);
@@ -222,21 +150,11 @@ impl RocksStorage {
                 source,
             }
         })?;
-        let storage = Self::wrap(db, cache, path, config, Some(secondary))?;
-        storage.inner.check_schema()?;
-        Ok(storage)
+        Ok(Self::wrap(db, cache, path, config, Some(secondary)))
     }
 
-    fn wrap(
-        db: DB,
-        cache: Cache,
-        path: PathBuf,
-        config: &StorageConfig,
-        secondary: Option<PathBuf>,
-    ) -> Result<Self, StorageError> {
-        let node_lengths = NodeLengths::default();
-        scan_lengths(&db, tree_nodes(&db)?, &node_lengths)?;
-        Ok(RocksStorage {
+    fn wrap(db: DB, cache: Cache, path: PathBuf, config: &StorageConfig, secondary: Option<PathBuf>) -> Self {
+        RocksEngine {
             inner: Arc::new(Inner {
                 db,
                 cache,
@@ -245,15 +163,156 @@ impl RocksStorage {
                 secondary,
                 sync_writes: config.sync_writes,
                 read_threads: config.read_threads.max(1),
-                writes: WriteGuard::default(),
-                node_lengths,
             }),
-        })
+        }
     }
 
-    /// On a secondary: catches up with the primary's files (its flushed and logged
-    /// writes). On a primary: nothing to do.
-    pub async fn catch_up(&self) -> Result<(), StorageError> {
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on tokio's blocking pool: RocksDB calls block on disk.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+
+    /// `read` from memory on this thread when `small`, and from disk on a blocking
+    /// thread when that is not small or needs a file. `read` has no side effects, so a
+    /// memory attempt that needs a file is simply repeated.
+    async fn memory_first<T, F>(&self, small: bool, read: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: Fn(&Inner, Tier) -> Result<T, StorageError> + Send + 'static,
+    {
+        if small {
+            match read(&self.inner, Tier::Memory) {
+                Err(e) if e.needs_disk() => {}
+                done => return done,
+            }
+        }
+        self.blocking(move |inner| read(inner, Tier::Disk)).await
+    }
+}
+
+#[async_trait]
+impl Engine for RocksEngine {
+    fn describe(&self) -> String {
+        format!("RocksDB at {}", self.inner.path.display())
+    }
+
+    fn schema_version(&self) -> u32 {
+        SCHEMA_VERSION
+    }
+
+    async fn get(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        self.memory_first(true, move |inner, tier| {
+            Ok(inner.get_in(cf, &key, tier)?.map(|v| v.to_vec()))
+        })
+        .await
+    }
+
+    async fn read_nodes(&self, mut keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
+        keys.sort_unstable();
+        if keys.len() <= MEMORY_BATCH_MAX {
+            keys = self.inner.nodes_from_memory(keys, &sink)?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+        }
+        self.blocking(move |inner| inner.nodes_from_disk(&keys, &sink)).await
+    }
+
+    async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
+        self.blocking(move |inner| {
+            let mut opts = ReadOptions::default();
+            opts.set_total_order_seek(true);
+            let mut it = inner.db.raw_iterator_cf_opt(inner.cf(cf)?, opts);
+            let mut out = Vec::new();
+            it.seek(&from);
+            while out.len() < limit && it.valid() {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+                it.next();
+            }
+            iter_status(&it, cf)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
+        self.blocking(move |inner| {
+            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
+            it.seek_to_last();
+            let found = match (it.valid(), it.key(), it.value()) {
+                (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
+                _ => None,
+            };
+            iter_status(&it, cf)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
+        self.blocking(move |inner| {
+            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
+            let mut n = 0u64;
+            it.seek_to_first();
+            while it.valid() {
+                n += 1;
+                it.next();
+            }
+            iter_status(&it, cf)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn states_at(&self, keys: Vec<(Vec<u8>, u64)>) -> Result<Vec<StateEntry>, StorageError> {
+        let mut keys: Vec<Vec<u8>> = keys.iter().map(|(u, e)| codec::value_state_key(u, *e)).collect();
+        keys.sort_unstable();
+        self.memory_first(keys.len() <= MEMORY_BATCH_MAX, move |inner, tier| {
+            inner.states_at(&keys, tier)
+        })
+        .await
+    }
+
+    async fn user_states(&self, user: Vec<u8>) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        self.blocking(move |inner| inner.user_states(&user)).await
+    }
+
+    async fn select_states(
+        &self,
+        users: Vec<Vec<u8>>,
+        flag: ValueStateRetrievalFlag,
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        self.memory_first(users.len() <= MEMORY_BATCH_MAX, move |inner, tier| {
+            inner.select_states(&users, flag, tier)
+        })
+        .await
+    }
+
+    fn select_states_here(
+        &self,
+        users: &[Vec<u8>],
+        flag: ValueStateRetrievalFlag,
+    ) -> Option<Result<Vec<StateEntry>, StorageError>> {
+        Some(self.inner.select_states(users, flag, Tier::Disk))
+    }
+
+    async fn write(&self, batch: Batch) -> Result<(), StorageError> {
+        self.blocking(move |inner| inner.write(batch)).await
+    }
+
+    async fn catch_up(&self) -> Result<(), StorageError> {
         if self.inner.secondary.is_none() {
             return Ok(());
         }
@@ -270,35 +329,7 @@ impl RocksStorage {
         .await
     }
 
-    /// Learns the tree-node lengths this instance sees (a secondary sees new ones only
-    /// after [`RocksStorage::catch_up`]).
-    pub async fn learn_node_lengths(&self) -> Result<(), StorageError> {
-        self.blocking(|inner| scan_lengths(&inner.db, tree_nodes(&inner.db)?, &inner.node_lengths))
-            .await
-    }
-
-    /// Whether this is a read replica's secondary instance.
-    pub fn is_secondary(&self) -> bool {
-        self.inner.secondary.is_some()
-    }
-
-    /// The data directory.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// The `Azks` row as stored (the last committed epoch), read straight from disk.
-    pub async fn stored_azks(&self) -> Result<Option<Azks>, StorageError> {
-        // A replica asks this after every proof: from memory when it can be.
-        match self.inner.get_azks_in(Tier::Memory) {
-            Err(e) if e.needs_disk() => self.blocking(|inner| inner.get_azks()).await,
-            done => done,
-        }
-    }
-
-    /// Flushes every column family's memtables to SST files (so that
-    /// [`RocksStorage::live_bytes`] counts everything written).
-    pub async fn flush(&self) -> Result<(), StorageError> {
+    async fn flush(&self) -> Result<(), StorageError> {
         self.blocking(|inner| {
             for cf in Cf::ALL {
                 inner.db.flush_cf(inner.cf(cf)?).map_err(|source| StorageError::Rocks {
@@ -312,9 +343,7 @@ impl RocksStorage {
         .await
     }
 
-    /// Flushes memtables and compacts every column family (benchmarks measure bytes on
-    /// disk after this).
-    pub async fn compact(&self) -> Result<(), StorageError> {
+    async fn compact(&self) -> Result<(), StorageError> {
         self.flush().await?;
         self.blocking(|inner| {
             for cf in Cf::ALL {
@@ -325,88 +354,15 @@ impl RocksStorage {
         .await
     }
 
-    /// Bytes on disk of one column family's live data: its SST files plus its blob
-    /// files (audit blobs live in blob files, outside the SSTs). Memtables not yet
-    /// flushed are not counted.
-    pub fn live_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
-        let handle = self.inner.cf(cf)?;
-        let mut total = 0;
-        for property in ["rocksdb.live-sst-files-size", "rocksdb.live-blob-file-size"] {
-            let v = self
-                .inner
-                .db
-                .property_int_value_cf(handle, property)
-                .map_err(|source| StorageError::Rocks {
-                    cf,
-                    op: "property",
-                    source,
-                })?;
-            total += v.unwrap_or(0);
-        }
-        Ok(total)
-    }
-
-    /// [`RocksStorage::live_bytes`] of every column family, off the async workers.
-    pub async fn live_bytes_all(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
-        let storage = self.clone();
-        self.blocking(move |_| Cf::ALL.iter().map(|&cf| Ok((cf, storage.live_bytes(cf)?))).collect())
+    /// Live SST files plus blob files (audit blobs live in blob files, outside the
+    /// SSTs) per column family; memtables not yet flushed are not counted.
+    async fn live_bytes(&self) -> Result<Vec<(Cf, u64)>, StorageError> {
+        self.blocking(|inner| Cf::ALL.iter().map(|&cf| Ok((cf, inner.live_bytes(cf)?))).collect())
             .await
     }
 
-    /// One epoch in one synced `WriteBatch`: the publisher's writes, the tree nodes in
-    /// key order (straight from the epoch store, no copy in between), the value states
-    /// in key order, and akd's `Azks` row.
-    pub async fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
-        self.blocking(move |inner| inner.commit_epoch(commit)).await
-    }
-
-    /// The tree nodes at `keys` that exist, raw, into `sink`; split across
-    /// `read_threads` threads like the other large reads.
-    pub async fn read_nodes(&self, mut keys: Vec<NodeKey>, sink: NodeSink) -> Result<(), StorageError> {
-        keys.retain(|k| self.inner.node_lengths.may_contain(node_key_len(k)));
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |inner| {
-            keys.sort_unstable();
-            inner.in_chunks(&keys, |chunk| {
-                let handle = inner.cf(Cf::TreeNodes)?;
-                let got = inner
-                    .db
-                    .batched_multi_get_cf_opt(handle, chunk, true, &ReadOptions::default());
-                for (key, got) in chunk.iter().zip(got) {
-                    match got {
-                        Ok(Some(value)) => sink(key, &value)?,
-                        Ok(None) => {}
-                        Err(source) => {
-                            return Err(StorageError::Rocks {
-                                cf: Cf::TreeNodes,
-                                op: "multi_get",
-                                source,
-                            });
-                        }
-                    }
-                }
-                Ok(Vec::<()>::new())
-            })?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// akd's `get_user_state_versions`, on the calling thread (which may block on the
-    /// disk): for threads of their own, such as the prepare stage's workers, whose CPU
-    /// time is then their own.
-    pub fn user_state_versions_here(
-        &self,
-        users: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
-        self.inner.user_state_versions(users, flag)
-    }
-
-    /// Block cache, memtables and the commit in flight, from RocksDB's own counters.
-    pub fn memory(&self) -> StoreMemory {
+    /// Block cache, memtables and the write in flight, from RocksDB's own counters.
+    fn memory(&self) -> StoreMemory {
         let inner = &self.inner;
         let memtables = Cf::ALL
             .iter()
@@ -425,108 +381,6 @@ impl RocksStorage {
             write_batch: inner.batch_bytes.load(Ordering::Relaxed),
         }
     }
-
-    /// Stages `hook` for akd's next transaction commit (replacing any staged one).
-    pub fn stage_commit_hook(&self, hook: CommitHook) {
-        self.inner.writes.stage(hook);
-    }
-
-    /// Removes a staged hook; `true` if it was still staged (no commit consumed it).
-    pub fn clear_commit_hook(&self) -> bool {
-        self.inner.writes.clear()
-    }
-
-    /// Whether an earlier write failed (see [`StorageError::WritesFenced`]).
-    pub fn is_fenced(&self) -> bool {
-        self.inner.writes.is_fenced()
-    }
-
-    /// Applies `writes` in one synced `WriteBatch`.
-    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StorageError> {
-        self.blocking(move |inner| {
-            let mut batch = WriteBatch::default();
-            inner.add_writes(&mut batch, writes)?;
-            inner.write(batch)
-        })
-        .await
-    }
-
-    /// One value of one of the publisher's column families.
-    pub async fn get_raw(&self, cf: Cf, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
-        self.blocking(move |inner| Ok(inner.get_raw(cf, &key)?.map(|v| v.to_vec())))
-            .await
-    }
-
-    /// Up to `limit` entries of `cf` with keys `>= from`, in key order.
-    pub async fn scan(&self, cf: Cf, from: Vec<u8>, limit: usize) -> Result<Vec<RawEntry>, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            let mut out = Vec::new();
-            it.seek(&from);
-            while out.len() < limit && it.valid() {
-                if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    out.push((k.to_vec(), v.to_vec()));
-                }
-                it.next();
-            }
-            iter_status(&it, cf)?;
-            Ok(out)
-        })
-        .await
-    }
-
-    /// The entry with the greatest key in `cf`.
-    pub async fn last(&self, cf: Cf) -> Result<Option<RawEntry>, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            it.seek_to_last();
-            let found = match (it.valid(), it.key(), it.value()) {
-                (true, Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
-                _ => None,
-            };
-            iter_status(&it, cf)?;
-            Ok(found)
-        })
-        .await
-    }
-
-    /// Counts the entries of `cf` (a full scan: start-up only).
-    pub async fn count(&self, cf: Cf) -> Result<u64, StorageError> {
-        self.blocking(move |inner| {
-            let mut it = inner.db.raw_iterator_cf(inner.cf(cf)?);
-            let mut n = 0u64;
-            it.seek_to_first();
-            while it.valid() {
-                n += 1;
-                it.next();
-            }
-            iter_status(&it, cf)?;
-            Ok(n)
-        })
-        .await
-    }
-
-    /// `label`'s newest (version, value) at or before `epoch`, straight from RocksDB:
-    /// `None` only when the label truly has no state (unlike akd's lookup, which reports
-    /// every storage error as "not found").
-    pub async fn latest_state(&self, label: Vec<u8>, epoch: u64) -> Result<Option<(u64, u64, Vec<u8>)>, StorageError> {
-        self.blocking(move |inner| {
-            Ok(inner
-                .user_state(&label, ValueStateRetrievalFlag::LeqEpoch(epoch), Tier::Disk)?
-                .map(|s| (s.version, s.epoch, s.value.0)))
-        })
-        .await
-    }
-
-    /// Runs `f` on tokio's blocking pool: RocksDB calls block on disk.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner)).await?
-    }
 }
 
 fn db_options(config: &StorageConfig) -> Options {
@@ -535,11 +389,6 @@ fn db_options(config: &StorageConfig) -> Options {
     db_opts.set_bytes_per_sync(1 << 20);
     db_opts.set_keep_log_file_num(4);
     db_opts
-}
-
-fn tree_nodes(db: &DB) -> Result<&ColumnFamily, StorageError> {
-    db.cf_handle(Cf::TreeNodes.name())
-        .ok_or_else(|| StorageError::BadKey("column family tree_nodes missing".into()))
 }
 
 fn cf_options(cf: Cf, config: &StorageConfig, cache: &Cache) -> Options {
@@ -583,284 +432,111 @@ impl Inner {
     fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StorageError> {
         self.db
             .cf_handle(cf.name())
-            .ok_or_else(|| StorageError::BadKey(format!("column family {cf} is not open")))
+            .ok_or(StorageError::MissingColumnFamily(cf))
     }
 
-    fn check_schema(&self) -> Result<(), StorageError> {
-        let meta = self.cf(Cf::Meta)?;
-        let found = self.db.get_cf(meta, SCHEMA_KEY).map_err(|source| StorageError::Rocks {
-            cf: Cf::Meta,
-            op: "get",
-            source,
-        })?;
-        match found {
-            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
-            Some(v) => Err(StorageError::Schema {
-                found: hex::encode(v),
-                expected: SCHEMA_VERSION,
-            }),
-            None if self.secondary.is_some() => Err(StorageError::Empty(format!(
-                "the RocksDB at {} holds no directory yet (start the publisher on it first)",
-                self.path.display()
-            ))),
-            None => {
-                let mut batch = WriteBatch::default();
-                batch.put_cf(meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
-                self.write(batch)
-            }
-        }
-    }
-
-    fn write_options(&self) -> WriteOptions {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(self.sync_writes);
-        opts
-    }
-
-    /// Writes one batch atomically; any failure fences all later writes.
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.writes.check()?;
-        if self.secondary.is_some() {
-            return Err(StorageError::ReadOnly);
-        }
-        let records = batch.len();
-        self.db.write_opt(batch, &self.write_options()).map_err(|source| {
-            self.writes.fence();
-            tracing::error!(path = %self.path.display(), records, error = %source, "RocksDB write failed; fencing writes");
-            StorageError::Write { records, source }
-        })
-    }
-
-    fn add_writes(&self, batch: &mut WriteBatch, writes: Vec<Write>) -> Result<(), StorageError> {
-        for w in writes {
-            match w {
-                Write::Put(cf, k, v) => {
-                    if cf == Cf::TreeNodes {
-                        // Raw writes of nodes (repairs, tests) count too.
-                        self.node_lengths.insert(key_label_len(&k).unwrap_or(u32::MAX));
-                    }
-                    batch.put_cf(self.cf(cf)?, k, v)
-                }
-                Write::Delete(cf, k) => batch.delete_cf(self.cf(cf)?, k),
-            }
-        }
-        Ok(())
-    }
-
-    fn commit_epoch(&self, commit: EpochCommit) -> Result<(), StorageError> {
-        let EpochCommit {
-            nodes,
-            mut states,
-            azks,
-            writes,
-        } = commit;
-        let (meta, node_cf, state_cf) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
-        let started = std::time::Instant::now();
-        let mut batch = WriteBatch::default();
-        self.add_writes(&mut batch, writes)?;
-        nodes.for_each_node(&mut |key, value| {
-            self.node_lengths.insert(node_key_len(key));
-            batch.put_cf(node_cf, key, value);
-            Ok(())
-        })?;
-        let mut keyed: Vec<(Vec<u8>, &ValueState)> = states
-            .iter()
-            .map(|s| (codec::value_state_key(&s.username, s.epoch), s))
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, state) in keyed {
-            batch.put_cf(state_cf, key, codec::encode_value_state(state));
-        }
-        states.clear();
-        batch.put_cf(meta, AZKS_KEY, codec::encode_azks(&azks));
-        let bytes = batch.size_in_bytes();
-        let records = batch.len();
-        self.batch_bytes.store(bytes as u64, Ordering::Relaxed);
-        let built = started.elapsed();
-        let written = self.write(batch);
-        self.batch_bytes.store(0, Ordering::Relaxed);
-        tracing::info!(
-            records,
-            mb = bytes >> 20,
-            build_ms = built.as_millis(),
-            write_ms = (started.elapsed() - built).as_millis(),
-            "epoch written"
-        );
-        written
-    }
-
-    fn put_records(&self, records: &[DbRecord], hook: Option<CommitHook>) -> Result<(), StorageError> {
-        let (meta, nodes, states) = (self.cf(Cf::Meta)?, self.cf(Cf::TreeNodes)?, self.cf(Cf::ValueStates)?);
-        let mut batch = WriteBatch::default();
-        if let Some(hook) = hook {
-            let extra = hook(records)?;
-            self.add_writes(&mut batch, extra)?;
-        }
-        // In key order: a memtable takes sorted inserts far faster (its skip list
-        // resumes each search where the last ended), and akd hands over an epoch's
-        // 3M records in hash order. Stable, so a key written twice keeps its last value.
-        let mut node_puts = Vec::new();
-        let mut state_puts = Vec::new();
-        for record in records {
-            match record {
-                DbRecord::Azks(azks) => batch.put_cf(meta, AZKS_KEY, codec::encode_azks(azks)),
-                DbRecord::TreeNode(node) => {
-                    self.node_lengths.insert(node.label.label_len);
-                    node_puts.push((codec::node_key(&node.label), node));
-                }
-                DbRecord::ValueState(state) => {
-                    state_puts.push((codec::value_state_key(&state.username, state.epoch), state));
-                }
-            }
-        }
-        node_puts.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-        state_puts.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-        for (key, node) in node_puts {
-            batch.put_cf(nodes, key, codec::encode_tree_node(node));
-        }
-        for (key, state) in state_puts {
-            batch.put_cf(states, key, codec::encode_value_state(state));
-        }
-        self.write(batch)
-    }
-
-    fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
-        self.get_raw_in(cf, key, Tier::Disk)
-    }
-
-    fn get_raw_in(&self, cf: Cf, key: &[u8], tier: Tier) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
+    fn get_in(&self, cf: Cf, key: &[u8], tier: Tier) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, StorageError> {
         self.db
             .get_pinned_cf_opt(self.cf(cf)?, key, &tier.options())
             .map_err(|source| StorageError::Rocks { cf, op: "get", source })
     }
 
-    fn get_azks(&self) -> Result<Option<Azks>, StorageError> {
-        self.get_azks_in(Tier::Disk)
-    }
-
-    fn get_azks_in(&self, tier: Tier) -> Result<Option<Azks>, StorageError> {
-        self.get_raw_in(Cf::Meta, AZKS_KEY, tier)?
-            .map(|v| codec::decode_azks(&v).map_err(|e| StorageError::corrupt(Cf::Meta, AZKS_KEY, e)))
-            .transpose()
-    }
-
-    /// One record; with [`Tier::Memory`], [`StorageError::needs_disk`] if it is not in
-    /// memory.
-    fn get(&self, key: &Key, tier: Tier) -> Result<Option<DbRecord>, StorageError> {
-        Ok(match key {
-            Key::Azks => self.get_azks_in(tier)?.map(DbRecord::Azks),
-            Key::Node(k) if !self.node_lengths.may_contain(node_key_len(k)) => None,
-            Key::Node(k) => self
-                .get_raw_in(Cf::TreeNodes, k, tier)?
-                .map(|v| decode_node(k, &v))
-                .transpose()?,
-            Key::State { user, epoch } => {
-                let k = codec::value_state_key(user, *epoch);
-                self.get_raw_in(Cf::ValueStates, &k, tier)?
-                    .map(|v| decode_state(&k, &v))
-                    .transpose()?
-            }
-        })
-    }
-
-    /// Batched point reads of one kind of record; absent keys are skipped. With
-    /// [`Tier::Memory`], the keys whose blocks are not in memory come back unread.
-    /// Disk reads of many keys are split across threads (see [`Inner::in_chunks`]).
-    fn multi_get(
-        &self,
-        cf: Cf,
-        mut keys: Vec<Vec<u8>>,
-        tier: Tier,
-    ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
-        keys.sort_unstable();
-        match tier {
-            Tier::Memory => self.multi_get_sorted(cf, &keys, tier),
-            Tier::Disk => Ok((
-                self.in_chunks(&keys, |chunk| Ok(self.multi_get_sorted(cf, chunk, tier)?.0))?,
-                Vec::new(),
-            )),
-        }
-    }
-
-    /// [`Inner::multi_get`] of sorted `keys`, on the calling thread.
-    fn multi_get_sorted(
-        &self,
-        cf: Cf,
-        keys: &[Vec<u8>],
-        tier: Tier,
-    ) -> Result<(Vec<DbRecord>, Vec<Vec<u8>>), StorageError> {
+    fn live_bytes(&self, cf: Cf) -> Result<u64, StorageError> {
         let handle = self.cf(cf)?;
-        let mut out = Vec::with_capacity(keys.len());
+        let mut total = 0;
+        for property in ["rocksdb.live-sst-files-size", "rocksdb.live-blob-file-size"] {
+            let v = self
+                .db
+                .property_int_value_cf(handle, property)
+                .map_err(|source| StorageError::Rocks {
+                    cf,
+                    op: "property",
+                    source,
+                })?;
+            total += v.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// The nodes among sorted `keys` that are in memory, into `sink`; the keys that need
+    /// a file come back. RocksDB's MultiGet reads data blocks from files even with the
+    /// block-cache read tier (a plain get honours it; docs/decisions/003-memory-first-reads.md),
+    /// so this is a loop of gets.
+    fn nodes_from_memory(&self, keys: Vec<NodeKey>, sink: &NodeSink) -> Result<Vec<NodeKey>, StorageError> {
+        let handle = self.cf(Cf::TreeNodes)?;
+        let opts = Tier::Memory.options();
         let mut unread = Vec::new();
-        let opts = tier.options();
-        // RocksDB's MultiGet reads data blocks from files even with the block-cache
-        // read tier (measured with rocksdb 0.25 / RocksDB 11.8; a plain get honours it),
-        // so memory-only batches are a loop of gets.
-        let got: Vec<_> = match tier {
-            Tier::Memory => keys
-                .iter()
-                .map(|k| self.db.get_pinned_cf_opt(handle, k, &opts))
-                .collect(),
-            Tier::Disk => self.db.batched_multi_get_cf_opt(handle, keys, true, &opts),
-        };
-        for (key, got) in keys.iter().zip(got) {
-            let value = match got {
-                Ok(Some(value)) => value,
-                Ok(None) => continue,
-                Err(e) if tier == Tier::Memory && e.kind() == rocksdb::ErrorKind::Incomplete => {
-                    unread.push(key.clone());
-                    continue;
-                }
+        for key in keys {
+            match self.db.get_pinned_cf_opt(handle, key, &opts) {
+                Ok(Some(value)) => sink(&key, &value)?,
+                Ok(None) => {}
+                Err(e) if is_incomplete(&e) => unread.push(key),
                 Err(source) => {
                     return Err(StorageError::Rocks {
-                        cf,
-                        op: "multi_get",
+                        cf: Cf::TreeNodes,
+                        op: "get",
                         source,
                     });
                 }
-            };
-            out.push(match cf {
-                Cf::TreeNodes => decode_node(key, &value)?,
-                Cf::ValueStates => decode_state(key, &value)?,
-                Cf::Meta => {
-                    DbRecord::Azks(codec::decode_azks(&value).map_err(|e| StorageError::corrupt(Cf::Meta, key, e))?)
-                }
-                other => return Err(StorageError::BadKey(format!("akd records are not kept in {other}"))),
-            });
-        }
-        Ok((out, unread))
-    }
-
-    /// The records of `keys` that exist. With [`Tier::Memory`], also the keys that
-    /// must be read from disk (`Batch::is_empty` with [`Tier::Disk`]).
-    fn batch_get(&self, keys: Batch, tier: Tier) -> Result<(Vec<DbRecord>, Batch), StorageError> {
-        let mut out = Vec::new();
-        let mut unread = Batch::default();
-        if keys.azks {
-            match self.get_azks_in(tier) {
-                Ok(a) => out.extend(a.map(DbRecord::Azks)),
-                Err(e) if e.needs_disk() => unread.azks = true,
-                Err(e) => return Err(e),
             }
         }
-        if !keys.nodes.is_empty() {
-            let (found, rest) = self.multi_get(Cf::TreeNodes, keys.nodes, tier)?;
-            out.extend(found);
-            unread.nodes = rest;
-        }
-        if !keys.states.is_empty() {
-            let (found, rest) = self.multi_get(Cf::ValueStates, keys.states, tier)?;
-            out.extend(found);
-            unread.states = rest;
-        }
-        Ok((out, unread))
+        Ok(unread)
     }
 
-    fn states_iter(&self) -> Result<DBRawIterator<'_>, StorageError> {
-        self.states_iter_in(Tier::Disk)
+    /// The nodes among sorted `keys`, into `sink`, split across `read_threads`.
+    fn nodes_from_disk(&self, keys: &[NodeKey], sink: &NodeSink) -> Result<(), StorageError> {
+        self.in_chunks(keys, |chunk| {
+            let handle = self.cf(Cf::TreeNodes)?;
+            let got = self
+                .db
+                .batched_multi_get_cf_opt(handle, chunk, true, &ReadOptions::default());
+            for (key, got) in chunk.iter().zip(got) {
+                match got {
+                    Ok(Some(value)) => sink(key, &value)?,
+                    Ok(None) => {}
+                    Err(source) => {
+                        return Err(StorageError::Rocks {
+                            cf: Cf::TreeNodes,
+                            op: "multi_get",
+                            source,
+                        });
+                    }
+                }
+            }
+            Ok(Vec::<()>::new())
+        })?;
+        Ok(())
     }
 
-    fn states_iter_in(&self, tier: Tier) -> Result<DBRawIterator<'_>, StorageError> {
+    /// The value states at sorted raw `keys` that exist.
+    fn states_at(&self, keys: &[Vec<u8>], tier: Tier) -> Result<Vec<StateEntry>, StorageError> {
+        self.in_chunks(keys, |chunk| {
+            let handle = self.cf(Cf::ValueStates)?;
+            let opts = tier.options();
+            let got: Vec<_> = match tier {
+                // See `nodes_from_memory`: MultiGet ignores the memory tier.
+                Tier::Memory => chunk
+                    .iter()
+                    .map(|k| self.db.get_pinned_cf_opt(handle, k, &opts))
+                    .collect(),
+                Tier::Disk => self.db.batched_multi_get_cf_opt(handle, chunk, true, &opts),
+            };
+            let mut out = Vec::new();
+            for (key, got) in chunk.iter().zip(got) {
+                let value = got.map_err(|source| StorageError::Rocks {
+                    cf: Cf::ValueStates,
+                    op: "multi_get",
+                    source,
+                })?;
+                if let Some(value) = value {
+                    out.push(state_entry(key, &value)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn states_iter(&self, tier: Tier) -> Result<DBRawIterator<'_>, StorageError> {
         let mut opts = tier.options();
         // Per-user seeks cross user boundaries; keep the iterator in total order.
         opts.set_total_order_seek(true);
@@ -868,13 +544,14 @@ impl Inner {
     }
 
     /// All states of `user`, oldest first.
-    fn user_states(&self, user: &[u8]) -> Result<Vec<ValueState>, StorageError> {
+    fn user_states(&self, user: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
         let prefix = codec::user_prefix(user);
-        let mut it = self.states_iter()?;
+        let mut it = self.states_iter(Tier::Disk)?;
         let mut out = Vec::new();
         it.seek(&prefix);
         while let Some((k, v)) = entry_with_prefix(&it, &prefix) {
-            out.push(decode_state_value(k, v)?);
+            let (_, epoch, value) = state_entry(k, v)?;
+            out.push((epoch, value));
             it.next();
         }
         iter_status(&it, Cf::ValueStates)?;
@@ -928,40 +605,27 @@ impl Inner {
         Ok(found)
     }
 
-    fn user_state(
+    /// The state `flag` selects for each of `users`. Seeking in key order keeps each
+    /// iterator moving forward through the files; each thread of `in_chunks` seeks
+    /// through its own range of users.
+    fn select_states(
         &self,
-        user: &[u8],
+        users: &[Vec<u8>],
         flag: ValueStateRetrievalFlag,
         tier: Tier,
-    ) -> Result<Option<ValueState>, StorageError> {
-        let mut it = self.states_iter_in(tier)?;
-        Self::find_state(&mut it, user, flag)?
-            .map(|(k, v)| decode_state_value(&k, &v))
-            .transpose()
-    }
-
-    fn user_state_versions(
-        &self,
-        users: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, StorageError> {
-        // Seeking in key order keeps each iterator moving forward through the files;
-        // each thread of `in_chunks` seeks through its own range of users.
-        let mut sorted: Vec<(Vec<u8>, &AkdLabel)> = users.iter().map(|u| (codec::user_prefix(u), u)).collect();
+    ) -> Result<Vec<StateEntry>, StorageError> {
+        let mut sorted: Vec<(Vec<u8>, &Vec<u8>)> = users.iter().map(|u| (codec::user_prefix(u), u)).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let found = self.in_chunks(&sorted, |chunk| {
-            let mut it = self.states_iter()?;
+        self.in_chunks(&sorted, |chunk| {
+            let mut it = self.states_iter(tier)?;
             let mut out = Vec::with_capacity(chunk.len());
             for (_, user) in chunk {
                 if let Some((k, v)) = Self::find_state(&mut it, user, flag)? {
-                    let decoded = codec::decode_version_and_value(&v)
-                        .map_err(|e| StorageError::corrupt(Cf::ValueStates, &k, e))?;
-                    out.push(((*user).clone(), decoded));
+                    out.push(state_entry(&k, &v)?);
                 }
             }
             Ok(out)
-        })?;
-        Ok(found.into_iter().collect())
+        })
     }
 
     /// `read` over `items` cut into at most `read_threads` contiguous chunks of at least
@@ -992,6 +656,73 @@ impl Inner {
         }
         Ok(out)
     }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync_writes);
+        opts
+    }
+
+    /// One synced `WriteBatch`: deletes, puts, tree nodes in key order (straight from
+    /// their sources, no copy in between), value states in key order, the `Azks` row.
+    fn write(&self, batch: Batch) -> Result<(), StorageError> {
+        if self.secondary.is_some() {
+            return Err(StorageError::ReadOnly);
+        }
+        let Batch {
+            deletes,
+            puts,
+            nodes,
+            mut states,
+            azks,
+        } = batch;
+        let started = std::time::Instant::now();
+        let mut wb = WriteBatch::default();
+        for (cf, k) in deletes {
+            wb.delete_cf(self.cf(cf)?, k);
+        }
+        for (cf, k, v) in puts {
+            wb.put_cf(self.cf(cf)?, k, v);
+        }
+        let node_cf = self.cf(Cf::TreeNodes)?;
+        for source in nodes {
+            source.for_each_node(&mut |key, value| {
+                wb.put_cf(node_cf, key, value);
+                Ok(())
+            })?;
+        }
+        let state_cf = self.cf(Cf::ValueStates)?;
+        // In our key order (length-prefixed users): a memtable takes sorted inserts
+        // far faster (its skip list resumes each search where the last ended).
+        let mut keyed: Vec<(Vec<u8>, Vec<u8>)> = states
+            .drain(..)
+            .map(|s| (codec::value_state_key(&s.user, s.epoch), s.value))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in keyed {
+            wb.put_cf(state_cf, key, value);
+        }
+        if let Some(azks) = azks {
+            wb.put_cf(self.cf(Cf::Meta)?, super::store::AZKS_KEY, azks);
+        }
+        let bytes = wb.size_in_bytes();
+        let records = wb.len();
+        self.batch_bytes.store(bytes as u64, Ordering::Relaxed);
+        let built = started.elapsed();
+        let written = self
+            .db
+            .write_opt(wb, &self.write_options())
+            .map_err(|source| StorageError::RocksBatch { source });
+        self.batch_bytes.store(0, Ordering::Relaxed);
+        tracing::debug!(
+            records,
+            mb = bytes >> 20,
+            build_ms = built.as_millis(),
+            write_ms = (started.elapsed() - built).as_millis(),
+            "RocksDB batch written"
+        );
+        written
+    }
 }
 
 /// The iterator's current entry if it is valid and belongs to `prefix`'s user.
@@ -1011,102 +742,9 @@ fn iter_status(it: &DBRawIterator<'_>, cf: Cf) -> Result<(), StorageError> {
     })
 }
 
-fn decode_node(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
-    let corrupt = |e| StorageError::corrupt(Cf::TreeNodes, key, e);
-    let label = codec::node_label_from_key(key).map_err(corrupt)?;
-    Ok(DbRecord::TreeNode(
-        codec::decode_tree_node(label, value).map_err(corrupt)?,
-    ))
-}
-
-fn decode_state_value(key: &[u8], value: &[u8]) -> Result<ValueState, StorageError> {
-    let corrupt = |e| StorageError::corrupt(Cf::ValueStates, key, e);
-    let (user, epoch) = codec::split_value_state_key(key).map_err(corrupt)?;
-    codec::decode_value_state(user, epoch, value).map_err(corrupt)
-}
-
-fn decode_state(key: &[u8], value: &[u8]) -> Result<DbRecord, StorageError> {
-    decode_state_value(key, value).map(DbRecord::ValueState)
-}
-
-#[async_trait]
-impl Database for RocksStorage {
-    async fn set(&self, record: DbRecord) -> Result<(), AkdStorageError> {
-        self.batch_set(vec![record], DbSetState::General).await
-    }
-
-    /// One synced `WriteBatch`: a `TransactionCommit` (a whole epoch) lands atomically,
-    /// together with the writes of a staged [`CommitHook`].
-    async fn batch_set(&self, records: Vec<DbRecord>, state: DbSetState) -> Result<(), AkdStorageError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let hook = self.inner.writes.hook_for(state);
-        Ok(self.blocking(move |inner| inner.put_records(&records, hook)).await?)
-    }
-
-    async fn get<St: Storable>(&self, id: &St::StorageKey) -> Result<DbRecord, AkdStorageError> {
-        let key = Key::of::<St>(id)?;
-        let found = match self.inner.get(&key, Tier::Memory) {
-            Err(e) if e.needs_disk() => self.blocking(move |inner| inner.get(&key, Tier::Disk)).await?,
-            done => done?,
-        };
-        found.ok_or_else(|| not_found((St::data_type(), id)))
-    }
-
-    /// Batched reads; missing keys are skipped, as akd's preloads expect. What is in
-    /// memory is read here, the rest in one trip to a blocking thread.
-    async fn batch_get<St: Storable>(&self, ids: &[St::StorageKey]) -> Result<Vec<DbRecord>, AkdStorageError> {
-        let mut keys = Batch::default();
-        for id in ids {
-            keys.add(Key::of::<St>(id)?, &self.inner.node_lengths);
-        }
-        if keys.len() > MEMORY_BATCH_MAX {
-            // The publisher's preloads: one trip to a blocking thread, which splits
-            // the read across `read_threads`.
-            return Ok(self.blocking(move |inner| inner.batch_get(keys, Tier::Disk)).await?.0);
-        }
-        let (mut found, unread) = self.inner.batch_get(keys, Tier::Memory)?;
-        if !unread.is_empty() {
-            let (rest, _) = self.blocking(move |inner| inner.batch_get(unread, Tier::Disk)).await?;
-            found.extend(rest);
-        }
-        Ok(found)
-    }
-
-    async fn get_user_data(&self, username: &AkdLabel) -> Result<KeyData, AkdStorageError> {
-        let user = username.0.clone();
-        let states = self.blocking(move |inner| inner.user_states(&user)).await?;
-        if states.is_empty() {
-            return Err(not_found(username));
-        }
-        Ok(KeyData { states })
-    }
-
-    async fn get_user_state(
-        &self,
-        username: &AkdLabel,
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<ValueState, AkdStorageError> {
-        let found = match self.inner.user_state(&username.0, flag, Tier::Memory) {
-            Err(e) if e.needs_disk() => {
-                let user = username.0.clone();
-                self.blocking(move |inner| inner.user_state(&user, flag, Tier::Disk))
-                    .await?
-            }
-            done => done?,
-        };
-        found.ok_or_else(|| not_found((username, flag)))
-    }
-
-    async fn get_user_state_versions(
-        &self,
-        usernames: &[AkdLabel],
-        flag: ValueStateRetrievalFlag,
-    ) -> Result<HashMap<AkdLabel, (u64, AkdValue)>, AkdStorageError> {
-        let users = usernames.to_vec();
-        Ok(self
-            .blocking(move |inner| inner.user_state_versions(&users, flag))
-            .await?)
-    }
+/// A value-state row from its raw key and value.
+fn state_entry(key: &[u8], value: &[u8]) -> Result<StateEntry, StorageError> {
+    let (user, epoch) =
+        codec::split_value_state_key(key).map_err(|e| StorageError::corrupt(Cf::ValueStates, key, e))?;
+    Ok((user.to_vec(), epoch, value.to_vec()))
 }

@@ -32,7 +32,7 @@ impl TestStore {
     /// configured, unless `KT_REQUIRE_MYSQL=1` (the test command sets it) makes that
     /// a failure.
     pub async fn mysql(test: &str) -> Option<TestStore> {
-        let url = kt_directory::storage::mysql::test_database(test)
+        let url = kt_directory::test_support::test_database(test)
             .await
             .expect("test database");
         url.map(TestStore::Mysql)

@@ -1,13 +1,14 @@
-//! Shared helpers of the end-to-end tests: real `kt-directory` processes on 127.0.0.1:0
-//! and a small HTTP client for them.
+//! Shared helpers of the end-to-end tests: `kt-directory` and `kt-auditor` servers on
+//! 127.0.0.1:0 (in process, or real processes where a test needs one) and a small HTTP
+//! client for them.
 #![allow(dead_code)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kt_client::head::SignedHead;
+use kt_client::http::{DirectoryClient, HttpError, OperatorClient};
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{EpochResponse, Outcome, UpdateStatus, UpdatesAccepted};
-use serde_json::json;
+use kt_client::wire::{EpochResponse, Outcome, UpdateItem};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -82,47 +83,130 @@ pub fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
-/// A running `kt-directory serve` or `kt-auditor serve`; killed on drop.
+/// A running `kt-directory serve` or `kt-auditor serve`: in this test process (the
+/// default: `serve(listener, config, shutdown)` on a thread of its own), or a real
+/// process where the test needs one (SIGKILL, its memory, TLS). Stopped on drop.
 #[derive(Debug)]
 pub struct Server {
-    /// The process.
-    pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// How it runs.
+    run: Run,
+}
+
+#[derive(Debug)]
+enum Run {
+    /// A child process.
+    Process(Child),
+    /// A server thread of this process, stopped by `stop`.
+    InProcess {
+        /// Resolves the server's shutdown future.
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        /// The server's thread, with its result.
+        thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    },
+}
+
+/// Which server to run in process.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Directory,
+    Auditor,
 }
 
 impl Server {
-    /// Starts `serve` on 127.0.0.1:0 with `extra` arguments and waits for its address.
+    /// Starts `serve` on 127.0.0.1:0 with `extra` arguments, in process.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         Server::start_on(data_dir, "127.0.0.1:0", extra)
     }
 
-    /// Starts `serve` on `listen` (e.g. the address a previous server had).
+    /// Starts `serve` on `listen` (e.g. the address a previous server had), in process.
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(DIRECTORY);
-        cmd.args(["serve", "--listen", listen, "--block-cache-mib", "32", "--data-dir"])
-            .arg(data_dir)
-            .args(extra);
-        Server::spawn(cmd, "kt-directory serve")
+        Server::in_process(Kind::Directory, directory_args(data_dir, listen, extra))
     }
 
     /// Starts `kt-auditor serve` on 127.0.0.1:0 following `directory` (pinned `key`),
-    /// polling every second, with `extra` arguments.
+    /// polling every second, with `extra` arguments, in process.
     pub fn start_auditor(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Server {
+        Server::in_process(Kind::Auditor, auditor_args(data_dir, directory, key, extra))
+    }
+
+    /// [`Server::start`] as a real `kt-directory serve` process.
+    pub fn process(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::process_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start_on`] as a real process.
+    pub fn process_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(DIRECTORY);
+        cmd.arg("serve").args(directory_args(data_dir, listen, extra));
+        Server::spawn(cmd, "kt-directory serve")
+    }
+
+    /// [`Server::start_auditor`] as a real `kt-auditor serve` process.
+    pub fn process_auditor(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Server {
         let mut cmd = Command::new(AUDITOR);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "1",
-            "--max-backoff",
-            "2",
-        ])
-        .args(["--directory", directory, "--directory-key", key, "--data-dir"])
-        .arg(data_dir)
-        .args(extra);
+        cmd.arg("serve").args(auditor_args(data_dir, directory, key, extra));
         Server::spawn(cmd, "kt-auditor serve")
+    }
+
+    /// The process id (real processes only).
+    pub fn pid(&self) -> u32 {
+        match &self.run {
+            Run::Process(child) => child.id(),
+            Run::InProcess { .. } => panic!("an in-process server has no pid of its own: use Server::process"),
+        }
+    }
+
+    /// Runs the server with the binary's own argument parsing on a thread of its own
+    /// (own runtime, as the binary has), and waits until it answers HTTP.
+    fn in_process(kind: Kind, args: Vec<String>) -> Server {
+        let (bound, address) = mpsc::channel::<String>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("{kind:?} server"))
+            .spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let shutdown = async move {
+                        let _ = stopped.await;
+                    };
+                    match kind {
+                        Kind::Directory => {
+                            let launch = kt_directory::cli::Launch::parse(&args)?;
+                            let listener = tokio::net::TcpListener::bind(launch.config.listen).await?;
+                            let _ = bound.send(format!("http://{}", listener.local_addr()?));
+                            launch.serve(listener, shutdown).await
+                        }
+                        Kind::Auditor => {
+                            let (data, config) = kt_auditor::cli::parse_serve(&args)?;
+                            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+                            let _ = bound.send(format!("http://{}", listener.local_addr()?));
+                            kt_auditor::server::serve(listener, data, config, shutdown).await
+                        }
+                    }
+                })
+            })
+            .expect("server thread");
+        let url = match address.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => panic!("{kind:?} server did not start: {:?}", thread.join()),
+        };
+        let mut server = Server {
+            url,
+            run: Run::InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+        };
+        if let Err(e) = answers_http(&server.url) {
+            let result = server.stop_in_process();
+            panic!("{kind:?} server at {} does not answer ({e}): {result:?}", server.url);
+        }
+        server
     }
 
     /// Spawns `cmd` and waits for its `listening on URL` line.
@@ -142,56 +226,160 @@ impl Server {
                 break url.to_owned();
             }
         };
-        Server { child, url }
+        Server {
+            url,
+            run: Run::Process(child),
+        }
     }
 
-    /// SIGKILL, and reap.
+    /// Resolves an in-process server's shutdown and joins its thread.
+    fn stop_in_process(&mut self) -> Option<anyhow::Result<()>> {
+        let Run::InProcess { stop, thread } = &mut self.run else {
+            return None;
+        };
+        if let Some(stop) = stop.take() {
+            let _ = stop.send(());
+        }
+        let thread = thread.take()?;
+        Some(
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the server thread panicked"))),
+        )
+    }
+
+    /// SIGKILL, and reap (real processes only).
     pub fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let status = self.child.wait().expect("wait");
+        let Run::Process(child) = &mut self.run else {
+            panic!("SIGKILL needs a real process: start it with Server::process");
+        };
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("wait");
         assert!(!status.success(), "the server should have died of SIGKILL");
     }
 
-    /// SIGTERM, and expect a clean exit.
+    /// Stops the server as SIGTERM does (a real SIGTERM for a process), and expects a
+    /// clean exit.
     pub fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        assert!(ok.success());
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "the server should exit 0 on SIGTERM, got {status}");
+        match &mut self.run {
+            Run::Process(child) => {
+                let pid = child.id().to_string();
+                let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+                assert!(ok.success());
+                let status = child.wait().expect("wait");
+                assert!(status.success(), "the server should exit 0 on SIGTERM, got {status}");
+            }
+            Run::InProcess { .. } => {
+                let result = self.stop_in_process().expect("a server thread");
+                assert!(result.is_ok(), "the server should stop cleanly, got {result:?}");
+            }
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.run {
+            Run::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Run::InProcess { .. } => {
+                let _ = self.stop_in_process();
+            }
+        }
     }
 }
 
-/// A client of one directory.
+/// `kt-directory serve` arguments (what follows `serve`).
+fn directory_args(data_dir: &Path, listen: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--listen", listen, "--block-cache-mib", "32", "--data-dir"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// `kt-auditor serve` arguments (what follows `serve`).
+fn auditor_args(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "1",
+        "--max-backoff",
+        "2",
+        "--directory",
+        directory,
+        "--directory-key",
+        key,
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Sends `GET /healthz` to `url` and reads the status line: any answer means the
+/// server serves (an auditor that has not verified yet answers 503). The listener is
+/// bound before the server opens its store, so the request waits until it does.
+fn answers_http(url: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(STARTUP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 ") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "not HTTP: {:?}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}
+
+/// A client of one directory: the operator API through `kt_client::http`'s
+/// [`OperatorClient`], raw reads for tests that look at bytes.
 #[derive(Debug, Clone)]
 pub struct Api {
     /// Base URL.
     pub url: String,
     /// Operator token.
     pub token: String,
-    /// HTTP client (with a timeout: a hung server fails the test).
+    /// HTTP client for raw reads (with a timeout: a hung server fails the test).
     pub http: reqwest::Client,
+    /// The operator API.
+    operator: OperatorClient,
 }
 
 impl Api {
     /// A client of `url` that trusts the CA certificate `ca_pem` too (an HTTPS server
     /// with a test CA).
     pub fn with_ca(url: &str, token: &str, ca_pem: &[u8]) -> Api {
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("CA PEM");
         Api {
             url: url.to_owned(),
             token: token.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(300))
-                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA PEM"))
+                .add_root_certificate(ca.clone())
                 .build()
                 .expect("client"),
+            operator: OperatorClient::new(
+                DirectoryClient::with_roots(url, Duration::from_secs(300), &[ca]).expect("client"),
+                token,
+            ),
         }
     }
 
@@ -204,60 +392,37 @@ impl Api {
                 .timeout(Duration::from_secs(300))
                 .build()
                 .expect("client"),
+            operator: OperatorClient::new(
+                DirectoryClient::new(url, Duration::from_secs(300)).expect("client"),
+                token,
+            ),
         }
     }
 
-    /// POST /v1/updates; `Err` on transport errors or a non-202.
-    pub async fn post_updates(&self, updates: &[(String, Vec<u8>)]) -> Result<Vec<u64>, String> {
-        let body = json!({"updates": updates.iter().map(|(l, v)| json!({"label": l, "value": B64.encode(v)})).collect::<Vec<_>>()});
-        let response = self
-            .http
-            .post(format!("{}/v1/updates", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status() != reqwest::StatusCode::ACCEPTED {
-            return Err(format!("HTTP {}", response.status()));
-        }
-        Ok(response.json::<UpdatesAccepted>().await.map_err(|e| e.to_string())?.ids)
+    /// `POST /v1/updates`: the ids, or why it failed.
+    pub async fn post_updates(&self, updates: &[(String, Vec<u8>)]) -> Result<Vec<u64>, HttpError> {
+        let items: Vec<UpdateItem> = updates
+            .iter()
+            .map(|(label, value)| UpdateItem {
+                label: label.clone(),
+                value: B64.encode(value),
+            })
+            .collect();
+        Ok(self.operator.post_updates(&items).await?.ids)
     }
 
-    /// POST /v1/epochs.
-    pub async fn epoch(&self) -> Result<EpochResponse, String> {
-        let response = self
-            .http
-            .post(format!("{}/v1/epochs", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "HTTP {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            ));
-        }
-        response.json().await.map_err(|e| e.to_string())
+    /// `POST /v1/epochs`.
+    pub async fn epoch(&self) -> Result<EpochResponse, HttpError> {
+        self.operator.publish().await
     }
 
-    /// GET /v1/updates/{id}.
+    /// `GET /v1/updates/{id}`; panics unless it answers.
     pub async fn outcome(&self, id: u64) -> Outcome {
-        let response = self
-            .http
-            .get(format!("{}/v1/updates/{id}", self.url))
-            .bearer_auth(&self.token)
-            .send()
+        self.operator
+            .outcome(id)
             .await
-            .expect("GET /v1/updates");
-        assert!(
-            response.status().is_success(),
-            "update {id}: HTTP {}",
-            response.status()
-        );
-        response.json::<UpdateStatus>().await.expect("json").outcome
+            .unwrap_or_else(|e| panic!("update {id}: {e}"))
+            .outcome
     }
 
     /// GET a JSON document; panics unless 200.
@@ -412,9 +577,9 @@ pub enum Backend {
 
 impl Backend {
     /// The MySQL backend on a fresh database, or `None` (skipped; see
-    /// `kt_directory::storage::mysql::test_database`).
+    /// `kt_directory::test_support::test_database`).
     pub async fn mysql(test: &str) -> Option<Backend> {
-        let url = kt_directory::storage::mysql::test_database(test)
+        let url = kt_directory::test_support::test_database(test)
             .await
             .expect("test database");
         url.map(Backend::Mysql)

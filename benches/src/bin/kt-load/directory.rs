@@ -2,9 +2,9 @@
 //! through its operator API, with its metrics and its memory read from outside.
 
 use anyhow::{Context, anyhow, bail};
-use kt_client::http::DirectoryClient;
+use kt_client::http::{DirectoryClient, OperatorClient};
 use kt_client::verify::PinnedKeys;
-use kt_client::wire::{EpochResponse, UpdateItem, UpdatesRequest};
+use kt_client::wire::{EpochResponse, UpdateItem};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,9 +21,10 @@ pub struct Directory {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    /// Operator token (updates and forced epochs).
-    token: String,
-    /// Operator requests (no timeout: a forced epoch lasts as long as the publish).
+    /// Operator requests (updates and forced epochs), with a day's timeout: a forced
+    /// epoch lasts as long as the publish.
+    operator: OperatorClient,
+    /// Scrapes `/metrics`.
     http: reqwest::Client,
     /// Read API client, as a user's `kt` would use it.
     pub reader: DirectoryClient,
@@ -167,10 +168,11 @@ impl Directory {
             vrf_public_key: hex::decode(&info.vrf_public_key)?,
             namespace: info.namespace.clone(),
         };
+        let operator = OperatorClient::new(DirectoryClient::new(&url, Duration::from_secs(24 * 3600))?, &token);
         Ok(Directory {
             child,
             url,
-            token,
+            operator,
             http: reqwest::Client::new(),
             reader,
             keys,
@@ -185,32 +187,18 @@ impl Directory {
     /// Queues `updates` (label, value) with `POST /v1/updates`, [`UPDATES_PER_REQUEST`]
     /// per request, two requests in flight.
     pub async fn post_updates(&self, updates: Vec<UpdateItem>) -> anyhow::Result<()> {
-        let mut chunks = updates
-            .chunks(UPDATES_PER_REQUEST)
-            .map(|c| UpdatesRequest { updates: c.to_vec() });
+        let mut chunks = updates.chunks(UPDATES_PER_REQUEST).map(<[UpdateItem]>::to_vec);
         let mut inflight = tokio::task::JoinSet::new();
         loop {
             while inflight.len() < 2 {
-                let Some(body) = chunks.next() else { break };
-                let request = self
-                    .http
-                    .post(format!("{}/v1/updates", self.url))
-                    .bearer_auth(&self.token)
-                    .json(&body);
-                inflight.spawn(async move {
-                    let response = request.send().await?;
-                    let status = response.status();
-                    if status != reqwest::StatusCode::ACCEPTED {
-                        bail!(
-                            "POST /v1/updates: HTTP {status}: {}",
-                            response.text().await.unwrap_or_default()
-                        );
-                    }
-                    Ok(())
-                });
+                let Some(chunk) = chunks.next() else { break };
+                let operator = self.operator.clone();
+                inflight.spawn(async move { operator.post_updates(&chunk).await });
             }
             match inflight.join_next().await {
-                Some(done) => done??,
+                Some(done) => {
+                    done?.context("POST /v1/updates")?;
+                }
                 None => return Ok(()),
             }
         }
@@ -218,20 +206,7 @@ impl Directory {
 
     /// Forces an epoch (`POST /v1/epochs`) and returns what it did.
     pub async fn publish(&self) -> anyhow::Result<EpochResponse> {
-        let response = self
-            .http
-            .post(format!("{}/v1/epochs", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!(
-                "POST /v1/epochs: HTTP {status}: {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(response.json().await?)
+        self.operator.publish().await.context("POST /v1/epochs")
     }
 
     /// Reads the figures `kt-load` needs off `/metrics`.

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use kt_client::wire::UpdateItem;
-use kt_directory::storage::{Cf, RocksStorage, StorageConfig};
+use kt_directory::storage::{Cf, StorageConfig, Store};
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -444,7 +444,7 @@ async fn epoch(
 /// Opens the stopped directory's database, flushes it and reads the live bytes of each
 /// column family; with `compact`, again after a full compaction.
 async fn measure_disk(db: &Path, entries: u64, versions: u64, compact: bool) -> anyhow::Result<(Disk, Option<Disk>)> {
-    let storage = RocksStorage::open(db, &StorageConfig::default())?;
+    let storage = Store::open_rocks(db, &StorageConfig::default()).await?;
     storage.flush().await?;
     let read = |all: Vec<(Cf, u64)>| {
         Disk::new(
@@ -467,8 +467,8 @@ async fn measure_disk(db: &Path, entries: u64, versions: u64, compact: bool) -> 
 /// The MySQL tables' sizes as the server reports them, after `ANALYZE TABLE` brings
 /// its statistics up to date.
 async fn measure_mysql_disk(url: &str, entries: u64, versions: u64) -> anyhow::Result<Disk> {
-    let storage = kt_directory::storage::MysqlStorage::open(url, false).await?;
-    storage.analyze().await?;
+    let storage = Store::open_mysql(url, false).await?;
+    storage.flush().await?;
     let all = storage.live_bytes_all().await?;
     Ok(Disk::new(
         all.into_iter().map(|(cf, b)| (cf.name().to_owned(), b)).collect(),

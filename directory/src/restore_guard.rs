@@ -11,7 +11,7 @@
 //! yet") is refused unless the operator says the auditor is new
 //! (`--allow-fresh-auditor`): anyone on the path can answer `404`.
 
-use crate::publisher::{Shared, stored_head};
+use crate::publisher::{ServeState, stored_head};
 use kt_client::auditor::CoSignedHead;
 use kt_client::head::SignedHead;
 use kt_client::http::{DirectoryClient, HttpError};
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// Why the directory must not publish.
 #[derive(Debug, thiserror::Error)]
-pub enum WitnessError {
+pub enum RestoreRefused {
     /// An auditor has verified a later epoch than this data directory holds.
     #[error(
         "the auditor at {auditor} has verified epoch {theirs}, but this data directory ends at epoch {ours}: \
@@ -31,7 +31,6 @@ pub enum WitnessError {
         auditor: String,
         /// Its newest verified epoch.
         theirs: u64,
-        /// Ours.
         ours: u64,
     },
     /// An auditor verified another root for an epoch this data directory also holds.
@@ -60,7 +59,6 @@ pub enum WitnessError {
     BadCoSignature {
         /// The auditor.
         auditor: String,
-        /// Why.
         reason: String,
     },
     /// The auditor's newest co-signature is older than allowed.
@@ -89,7 +87,6 @@ pub enum WitnessError {
     Unreachable {
         /// The auditor.
         auditor: String,
-        /// Why.
         reason: String,
     },
     /// Our own storage failed.
@@ -99,7 +96,7 @@ pub enum WitnessError {
 
 /// How the start-up check runs.
 #[derive(Debug, Clone)]
-pub struct WitnessConfig {
+pub struct GuardConfig {
     /// Each auditor's URL and pinned co-signing key.
     pub auditors: Vec<(String, ed25519_dalek::VerifyingKey)>,
     /// Accept a `404` (an auditor that has verified nothing yet).
@@ -113,27 +110,27 @@ pub struct WitnessConfig {
 }
 
 /// Parses `URL=KEY` specs (`KEY`: 64 hex digits).
-pub fn parse_auditors(specs: &[String]) -> Result<Vec<(String, ed25519_dalek::VerifyingKey)>, WitnessError> {
+pub fn parse_auditors(specs: &[String]) -> Result<Vec<(String, ed25519_dalek::VerifyingKey)>, RestoreRefused> {
     specs
         .iter()
         .map(|spec| {
             let (url, key) = spec
                 .rsplit_once('=')
-                .ok_or_else(|| WitnessError::Unpinned(spec.clone()))?;
+                .ok_or_else(|| RestoreRefused::Unpinned(spec.clone()))?;
             let bytes: [u8; 32] =
-                kt_client::head::hex_array(key, "auditor key").map_err(|_| WitnessError::Unpinned(spec.clone()))?;
+                kt_client::head::hex_array(key, "auditor key").map_err(|_| RestoreRefused::Unpinned(spec.clone()))?;
             let key =
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| WitnessError::Unpinned(spec.clone()))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| RestoreRefused::Unpinned(spec.clone()))?;
             Ok((url.to_owned(), key))
         })
         .collect()
 }
 
 /// Checks this directory's newest head against each auditor's newest co-signed head.
-pub async fn check(config: &WitnessConfig, shared: &Shared) -> Result<(), WitnessError> {
+pub async fn check(config: &GuardConfig, shared: &ServeState) -> Result<(), RestoreRefused> {
     let ours = shared.views.borrow().head.clone();
     for (url, key) in &config.auditors {
-        let unreachable = |reason: String| WitnessError::Unreachable {
+        let unreachable = |reason: String| RestoreRefused::Unreachable {
             auditor: url.clone(),
             reason,
         };
@@ -145,24 +142,24 @@ pub async fn check(config: &WitnessConfig, shared: &Shared) -> Result<(), Witnes
                 tracing::warn!(auditor = %url, "the auditor has verified nothing yet; starting as allowed (--allow-fresh-auditor)");
                 continue;
             }
-            Err(HttpError::NotFound(_)) => return Err(WitnessError::NothingVerified(url.clone())),
+            Err(HttpError::NotFound(_)) => return Err(RestoreRefused::NothingVerified(url.clone())),
             Err(e) => return Err(unreachable(e.to_string())),
         };
         let head = &theirs.directory_head;
         if head.verify(&shared.signing_key).is_err() {
-            return Err(WitnessError::Foreign(url.clone()));
+            return Err(RestoreRefused::Foreign(url.clone()));
         }
         theirs
             .cosignature
             .verify_for(key, head)
-            .map_err(|e| WitnessError::BadCoSignature {
+            .map_err(|e| RestoreRefused::BadCoSignature {
                 auditor: url.clone(),
                 reason: e.to_string(),
             })?;
         let age_ms = kt_client::head::unix_ms().saturating_sub(theirs.cosignature.attestation.timestamp_ms);
         let max_ms = u64::try_from(config.max_age.as_millis()).unwrap_or(u64::MAX);
         if age_ms > max_ms {
-            return Err(WitnessError::Stale {
+            return Err(RestoreRefused::Stale {
                 auditor: url.clone(),
                 age_secs: age_ms / 1000,
                 max_secs: max_ms / 1000,
@@ -174,10 +171,10 @@ pub async fn check(config: &WitnessConfig, shared: &Shared) -> Result<(), Witnes
     Ok(())
 }
 
-async fn compare(url: &str, theirs: &SignedHead, ours: &SignedHead, shared: &Shared) -> Result<(), WitnessError> {
+async fn compare(url: &str, theirs: &SignedHead, ours: &SignedHead, shared: &ServeState) -> Result<(), RestoreRefused> {
     let (t, o) = (&theirs.head, &ours.head);
     if t.epoch > o.epoch {
-        return Err(WitnessError::Behind {
+        return Err(RestoreRefused::Behind {
             auditor: url.to_owned(),
             theirs: t.epoch,
             ours: o.epoch,
@@ -185,9 +182,9 @@ async fn compare(url: &str, theirs: &SignedHead, ours: &SignedHead, shared: &Sha
     }
     let stored = stored_head(&shared.storage, t.epoch)
         .await
-        .map_err(|e| WitnessError::Storage(e.to_string()))?;
+        .map_err(|e| RestoreRefused::Storage(e.to_string()))?;
     if stored.head.root != t.root {
-        return Err(WitnessError::Diverged {
+        return Err(RestoreRefused::Diverged {
             auditor: url.to_owned(),
             epoch: t.epoch,
             theirs: hex::encode(t.root),
