@@ -2,8 +2,8 @@
 //! SIGINT or SIGTERM; or, with `--read-only`, a replica's follower and the read API.
 //!
 //! [`serve`] and [`serve_replica`] take the listener and the shutdown future, so tests
-//! run servers in process on `127.0.0.1:0` and stop them when they like; [`run`] and
-//! [`run_replica`] bind `--listen` and stop on a signal, as the binary does.
+//! run servers in process on `127.0.0.1:0` and stop them when they like; the binary
+//! (`cli::Launch`) binds `--listen` and stops on a signal.
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
@@ -20,19 +20,8 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Binds `config.listen` and runs the directory on `data` until SIGINT or SIGTERM.
-pub async fn run(data: DataDir, config: ServeConfig) -> anyhow::Result<()> {
-    let listener = bind(&config).await?;
-    serve(listener, data, config, kt_client::run::shutdown_signal()).await
-}
-
-/// Binds `config.listen` and runs a read replica until SIGINT or SIGTERM.
-pub async fn run_replica(data: DataDir, config: ServeConfig, replica_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let listener = bind(&config).await?;
-    serve_replica(listener, data, config, replica_dir, kt_client::run::shutdown_signal()).await
-}
-
-async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
+/// Binds `config.listen` (the binary's `--listen`).
+pub(crate) async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
     TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))

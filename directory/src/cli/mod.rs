@@ -7,7 +7,6 @@ mod demo;
 use crate::DataDir;
 use crate::config::{FileConfig, Overrides, ServeConfig};
 use akd::ecvrf::VRFKeyStorage;
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -170,9 +169,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let launch = Launch::resolve(args)?;
-    let listener = tokio::net::TcpListener::bind(launch.config.listen)
-        .await
-        .with_context(|| format!("binding {}", launch.config.listen))?;
+    let listener = crate::server::bind(&launch.config).await?;
     launch.serve(listener, kt_client::run::shutdown_signal()).await
 }
 

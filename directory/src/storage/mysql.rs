@@ -356,7 +356,8 @@ impl MysqlEngine {
         Ok(out.into_iter().map(|(user, (epoch, v))| (user, epoch, v)).collect())
     }
 
-    async fn write_unfenced(&self, batch: Batch) -> Result<(), StorageError> {
+    /// One SQL transaction: deletes, puts, tree nodes, value states, the `Azks` row last.
+    async fn transaction(&self, batch: Batch) -> Result<(), StorageError> {
         let Batch {
             deletes,
             puts,
@@ -597,7 +598,7 @@ impl Engine for MysqlEngine {
 
     /// One SQL transaction, the `Azks` row last.
     async fn write(&self, batch: Batch) -> Result<(), StorageError> {
-        self.write_unfenced(batch).await
+        self.transaction(batch).await
     }
 
     /// Nothing to catch up with: every query sees the latest commit.
