@@ -28,7 +28,7 @@ token=$(cat "$work/d/operator.token")
 post() { curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
 # Only the folders this script writes: client_state's seeds (and crash inputs found
 # later) and storage_record's (tests/storage_seeds.rs) stay.
-owned=corpus/{signed_head,lookup_response,absence_response,history_response,cosigned_head,audit_blob,fork_evidence,update_request}
+owned=corpus/{signed_head,lookup_response,absence_response,history_response,cosigned_head,audit_blob,fork_evidence,update_request,signed_note,checkpoint,cosignature,tile,entry_bundle,add_checkpoint}
 eval rm -rf "$owned" && eval mkdir -p "$owned"
 for epoch in 1 2 3; do
     body='{"updates":['
@@ -81,6 +81,38 @@ other = dict(h, root="ab" * 32, timestamp_ms=h["timestamp_ms"] + 1)
 other["signature"] = key.sign(message(other)).hex()
 json.dump({"first": h, "second": other}, open("corpus/fork_evidence/real_fork.json", "w"))
 PY
+# The epoch log (4 leaves: epochs 0 to 3): the checkpoint, a partial tile and bundle,
+# a consistency proof as an add-checkpoint body, and cosignature/v1 lines by the fixed
+# witness key of fuzz/src/lib.rs (seed [4; 32], name witness.fuzz.invalid).
+curl -sf "$url/log/checkpoint" >corpus/checkpoint/size4.txt
+cp corpus/checkpoint/size4.txt corpus/signed_note/checkpoint.txt
+{ printf 'tile/0/000.p/4\n'; curl -sf "$url/log/tile/0/000.p/4"; } >corpus/tile/level0
+printf 'tile/entries/x001/000.p/7' >corpus/tile/path_only
+{ printf '\004'; curl -sf "$url/log/tile/entries/000.p/4"; } >corpus/entry_bundle/epochs0to3
+{ printf 'old 0\n\n'; cat corpus/checkpoint/size4.txt; } >corpus/add_checkpoint/from0
+python3 - "$(curl -sf "$url/v1/log/consistency/2/4")" <<'PY'
+import base64, hashlib, json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+proof = json.loads(sys.argv[1])["proof"]
+note = open("corpus/checkpoint/size4.txt").read()
+open("corpus/add_checkpoint/from2", "w").write("old 2\n" + "".join(p + "\n" for p in proof) + "\n" + note)
+key = Ed25519PrivateKey.from_private_bytes(bytes([4] * 32))
+name = "witness.fuzz.invalid"
+public = key.public_key().public_bytes_raw()
+key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+def cosign(text, t):
+    sig = key.sign(b"cosignature/v1\ntime %d\n" % t + text.encode())
+    return "\u2014 %s %s\n" % (name, base64.b64encode(key_id + t.to_bytes(8, "big") + sig).decode())
+text = note[: note.rindex("\n\n") + 1]
+open("corpus/checkpoint/cosigned.txt", "w").write(note + cosign(text, 1_700_000_000))
+fixed = "o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+vkey = "%s+%s+%s" % (name, key_id.hex(), base64.b64encode(b"\x04" + public).decode())
+open("corpus/cosignature/line.txt", "w").write(cosign(fixed, 1_700_000_000) + vkey + "\n")
+open("corpus/add_checkpoint/response.txt", "w").write(cosign(text, 1_700_000_000))
+PY
+# The Go reference note (golang.org/x/mod/sumdb/note).
+printf 'If you think cryptography is the answer to your problem,\nthen you don'"'"'t know what your problem is.\n\n\xe2\x80\x94 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n' \
+    >corpus/signed_note/go_reference.txt
 printf '{"directory_key":"%s","vrf_public_key":"%s","auditor_key":"%s","blob_head":%s}\n' \
     "$key" "$vrf" "$akey" "$head2" >corpus/keys.json
 echo "corpus written: $(find corpus -type f | wc -l) files"

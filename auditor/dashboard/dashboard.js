@@ -136,11 +136,21 @@ function renderEvidence(list) {
   }
 }
 
+function renderWitness(w) {
+  text("witness-vkey", w.vkey || "–");
+  const c = w.cosigned;
+  text("checkpoint", c
+    ? "size " + c.size + " (epochs 0 to " + (c.size - 1) + "), root " + c.root + ", co-signed " + ago(c.cosigned_at * 1000)
+    : "none yet");
+  document.body.dataset.checkpointSize = c ? String(c.size) : "";
+}
+
 async function refresh() {
   try {
-    const [status, epochs, evidence] = await Promise.all([
-      getJson("/v1/status"), getJson("/v1/epochs?limit=60"), getJson("/v1/evidence"),
+    const [status, epochs, evidence, witness] = await Promise.all([
+      getJson("/v1/status"), getJson("/v1/epochs?limit=60"), getJson("/v1/evidence"), getJson("/v1/witness"),
     ]);
+    renderWitness(witness);
     renderStatus(status);
     renderChart(epochs.epochs);
     renderEpochs(epochs.epochs);

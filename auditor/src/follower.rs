@@ -477,11 +477,9 @@ impl Follower {
         }
 
         let epoch = last.head.head.epoch + 1;
-        let head = if epoch == latest.head.epoch {
-            latest.clone()
-        } else {
-            self.client.head(epoch).await?
-        };
+        // The epoch's head as first signed (the epoch log's leaf), even for the latest
+        // epoch, whose freshest re-signature `latest` may be.
+        let head = self.client.head(epoch).await?;
         self.check_head(&identity, &head)?;
         if head.head.epoch != epoch {
             return Err(Transient::WrongEpoch {
@@ -521,11 +519,8 @@ impl Follower {
     /// First start: derive the empty root, verify and co-sign epoch 0, pin identity.
     async fn genesis(&mut self, latest: &SignedHead) -> Result<Progress, StepError> {
         let empty = verify::empty_root().await.map_err(Transient::EmptyRoot)?;
-        let head = if latest.head.epoch == 0 {
-            latest.clone()
-        } else {
-            self.client.head(0).await?
-        };
+        // Epoch 0's head as first signed (the epoch log's first leaf).
+        let head = self.client.head(0).await?;
         self.check_head(&self.identity(None)?, &head)?;
         verify::check_genesis(&head, &empty)?;
         let pins = Pins {

@@ -28,3 +28,5 @@ pub mod status;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod verify;
+#[cfg(feature = "server")]
+pub mod witness;

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub unauthenticated: IntCounterVec,
     /// 0 ok, 1 lagging, 2 failed.
     pub state: IntGauge,
+    /// `add-checkpoint` requests by the status answered.
+    pub witness_requests: IntCounterVec,
+    /// The epoch-log size last co-signed as a witness.
+    pub witness_cosigned_size: IntGauge,
 }
 
 impl Metrics {
@@ -55,8 +59,18 @@ impl Metrics {
                 &["what"],
             )?,
             state: IntGauge::new("state", "0 ok, 1 lagging, 2 failed")?,
+            witness_requests: IntCounterVec::new(
+                Opts::new(
+                    "witness_requests_total",
+                    "add-checkpoint requests by the status answered",
+                ),
+                &["status"],
+            )?,
+            witness_cosigned_size: IntGauge::new("witness_cosigned_size", "The epoch-log size last co-signed")?,
             registry,
         };
+        m.registry.register(Box::new(m.witness_requests.clone()))?;
+        m.registry.register(Box::new(m.witness_cosigned_size.clone()))?;
         m.registry.register(Box::new(m.last_verified_epoch.clone()))?;
         m.registry.register(Box::new(m.last_seen_epoch.clone()))?;
         m.registry.register(Box::new(m.lag_epochs.clone()))?;

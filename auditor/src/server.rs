@@ -78,7 +78,11 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let witness = crate::witness::Witness::new(key.clone(), crate::witness::name_for(&public_url))
+        .context("the witness name (from the public URL)")?;
+    tracing::info!(vkey = %witness.vkey(), "epoch-log witness key");
     let state = AppState {
+        witness: std::sync::Arc::new(witness),
         store,
         status,
         metrics,

@@ -55,6 +55,21 @@ impl Cf {
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const PINS_KEY: &[u8] = b"pins";
+const WITNESS_KEY: &[u8] = b"witness";
+
+/// The latest epoch-log checkpoint this auditor co-signed as a witness
+/// (c2sp.org/tlog-witness: a witness keeps one per log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessRecord {
+    /// The checkpoint's size.
+    pub size: u64,
+    /// Its root, hex.
+    pub root: String,
+    /// The checkpoint note as submitted (the log's signature on it is evidence).
+    pub note: String,
+    /// When it was co-signed, Unix seconds.
+    pub cosigned_at: u64,
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +270,22 @@ impl Store {
         self.write(|b, s| {
             b.put_cf(s.cf(Cf::Meta), PINS_KEY, &pins);
             b.put_cf(s.cf(Cf::Epochs), key(record.head.head.epoch), &rec);
+            Ok(())
+        })
+    }
+
+    /// The latest checkpoint co-signed as a witness.
+    pub fn witness(&self) -> Result<Option<WitnessRecord>, StoreError> {
+        self.get(Cf::Meta, WITNESS_KEY)?
+            .map(|v| decode(|| "witness".into(), &v))
+            .transpose()
+    }
+
+    /// Records a co-signed checkpoint (synced before the co-signature is sent).
+    pub fn set_witness(&self, record: &WitnessRecord) -> Result<(), StoreError> {
+        let v = encode(record)?;
+        self.write(|b, s| {
+            b.put_cf(s.cf(Cf::Meta), WITNESS_KEY, &v);
             Ok(())
         })
     }

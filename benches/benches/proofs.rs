@@ -124,6 +124,7 @@ fn proofs(c: &mut Criterion) {
             label: String::from_utf8(load_label(3).0).expect("utf8"),
             head: head.clone(),
             proof: encode_lookup_proof(&proof),
+            log: None,
         };
         let (absence, _) = kt_directory::absence::prove(&r_storage, &kt_benches::vrf(), &absent_label(0))
             .await

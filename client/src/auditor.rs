@@ -116,6 +116,9 @@ pub enum EvidenceKind {
     MissingProof,
     /// A validly signed head dated further in the future than clocks can disagree.
     FutureHead,
+    /// Two epoch-log checkpoints signed by the directory with one size and two roots
+    /// (both notes are in `reason`).
+    LogFork,
 }
 
 impl EvidenceKind {

@@ -82,6 +82,15 @@ struct Global {
     /// all of them]. Too few: exit code 9 ("not yet audited").
     #[arg(long, global = true, env = "KT_MIN_AUDITORS")]
     min_auditors: Option<usize>,
+    /// A witness of the epoch log, as its cosignature/v1 verifier key
+    /// (`name+keyid+base64`, c2sp.org/signed-note). Repeat for several; KT_WITNESSES
+    /// takes a comma-separated list.
+    #[arg(long = "witness", global = true, env = "KT_WITNESSES", value_delimiter = ',')]
+    witnesses: Vec<String>,
+    /// How many of the given witnesses must have co-signed a checkpoint [default: all
+    /// of them]. Too few: exit code 9.
+    #[arg(long, global = true, env = "KT_MIN_WITNESSES")]
+    min_witnesses: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +125,11 @@ enum Command {
         /// The JSON response file (e.g. from `--save`).
         file: PathBuf,
     },
+    /// Print the epoch log's latest checkpoint, verified: the directory's signature,
+    /// the witness policy (--witness, --min-witnesses; the newest co-signature at most
+    /// --max-head-age old), and one consistency proof from the checkpoint the state
+    /// file holds. A fork of the log: exit 5, with both checkpoints printed.
+    Checkpoint,
     /// Print the akd configuration this client verifies proofs with.
     Config,
 }
@@ -244,6 +258,8 @@ struct Session {
     auditors: Vec<(DirectoryClient, ed25519_dalek::VerifyingKey)>,
     /// How many distinct auditor keys must co-sign.
     min_auditors: usize,
+    /// The epoch-log witnesses checkpoints are checked against.
+    witnesses: crate::tlog::checkpoint::WitnessPolicy,
 }
 
 /// Observations of one step, applied to the state file together.
@@ -325,6 +341,24 @@ impl Session {
                 auditors.len()
             );
         }
+        let witness_keys = global
+            .witnesses
+            .iter()
+            .map(|w| crate::tlog::note::VerifierKey::parse(w).with_context(|| format!("--witness {w:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let min_witnesses = global.min_witnesses.unwrap_or(witness_keys.len());
+        let witnesses = crate::tlog::checkpoint::WitnessPolicy::new(
+            witness_keys,
+            min_witnesses,
+            (global.max_head_age > 0).then_some(global.max_head_age),
+        )
+        .context("--witness")?;
+        if min_witnesses > witnesses.witnesses().len() {
+            anyhow::bail!(
+                "--min-witnesses {min_witnesses} but only {} distinct --witness keys given",
+                witnesses.witnesses().len()
+            );
+        }
         let state_path = global.state.or(file.state).unwrap_or_else(default_state_path);
         let state = State::load(&state_path).map_err(code_of_state)?;
         Ok(Session {
@@ -341,6 +375,7 @@ impl Session {
             max_clock_skew: Duration::from_secs(global.max_clock_skew),
             auditors,
             min_auditors,
+            witnesses,
         })
     }
 
@@ -619,6 +654,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             s.print(&head, || head_line(&head))
         }
         Command::Monitor(args) => monitor(&mut s, args).await,
+        Command::Checkpoint => checkpoint(&mut s).await,
         Command::Verify { file } => {
             let pinned = s.pinned(false).await?;
             let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -929,4 +965,84 @@ async fn monitor(s: &mut Session, args: MonitorArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(args.interval.max(1))).await;
     }
+}
+
+/// `kt checkpoint`: the latest checkpoint, verified and checked against the stored one.
+async fn checkpoint(s: &mut Session) -> anyhow::Result<()> {
+    use crate::tlog::{LogError, checkpoint::log_key, checkpoint::verify_checkpoint, decode_hashes};
+    let pinned = s.pinned(true).await?;
+    let log = log_key(&pinned.namespace, pinned.directory_key).context("the log key of this namespace")?;
+    let note = s.client()?.log_checkpoint().await.map_err(code_of_http)?;
+    let now = crate::head::unix_ms() / 1000;
+    let verified = verify_checkpoint(note.as_bytes(), &log, &s.witnesses, now).map_err(|e| match e {
+        crate::tlog::checkpoint::CheckpointError::Witnesses { .. } => coded(9, e),
+        crate::tlog::checkpoint::CheckpointError::Stale { .. } => coded(8, e),
+        other => coded(3, other),
+    })?;
+    let new = verified.checkpoint.clone();
+    let old = s.dir().log_checkpoint();
+    let proof = match &old {
+        Some(old) if old.size < new.size => {
+            let answer = s
+                .client()?
+                .log_consistency(old.size, new.size)
+                .await
+                .map_err(code_of_http)?;
+            if answer.old != old.size || answer.new != new.size {
+                return Err(coded(3, anyhow!("the consistency answer is for other sizes")));
+            }
+            decode_hashes(&answer.proof).map_err(|e| coded(3, e))?
+        }
+        _ => Vec::new(),
+    };
+    let key = s.key_hex.clone();
+    let log_code = |e: LogError| match e {
+        LogError::Fork {
+            ref first, ref second, ..
+        } => {
+            println!("{first}\n{second}");
+            coded(5, e)
+        }
+        LogError::Shrank { .. } => coded(4, e),
+        other => coded(3, other),
+    };
+    let mut refused = None;
+    let state = State::update(&s.state_path, |state| {
+        if let Err(e) = state.directory(&key).accept_checkpoint(&note, &new, &proof) {
+            refused = Some(e);
+        }
+        Ok(())
+    })
+    .map_err(code_of_state)?;
+    if let Some(e) = refused {
+        return Err(log_code(e));
+    }
+    s.state = state;
+    // What was learned on first use (VRF key, namespace) is pinned now.
+    s.commit()?;
+    #[derive(Serialize)]
+    struct Printed<'a> {
+        origin: &'a str,
+        size: u64,
+        root: String,
+        cosigned: &'a [(String, u64)],
+        note: &'a str,
+    }
+    let printed = Printed {
+        origin: &new.origin,
+        size: new.size,
+        root: hex::encode(new.root),
+        cosigned: &verified.cosigned,
+        note: &note,
+    };
+    s.print(&printed, || {
+        format!(
+            "checkpoint of {}: size {} (epochs 0 to {}), root {}, co-signed by {} witness(es)\n{note}",
+            new.origin,
+            new.size,
+            new.size.saturating_sub(1),
+            hex::encode(new.root),
+            verified.cosigned.len()
+        )
+    })
 }

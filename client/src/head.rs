@@ -17,7 +17,7 @@ pub const HEAD_VERSION: u8 = 1;
 pub const MAX_NAMESPACE_LEN: usize = 255;
 
 /// Why a head could not be decoded or verified.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HeadError {
     /// The encoding version is not one this build knows.
     #[error("unknown signed-head version {0} (this build reads version {HEAD_VERSION})")]

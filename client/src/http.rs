@@ -240,6 +240,22 @@ impl DirectoryClient {
         })
     }
 
+    /// The epoch log's latest checkpoint note (`/log/checkpoint`), unverified.
+    pub async fn log_checkpoint(&self) -> Result<String, HttpError> {
+        let body = self
+            .fetch("/log/checkpoint", crate::tlog::note::MAX_NOTE_BYTES as u64)
+            .await?;
+        String::from_utf8(body).map_err(|_| HttpError::Body {
+            url: format!("{}/log/checkpoint", self.base),
+            reason: "not UTF-8".into(),
+        })
+    }
+
+    /// A consistency proof between two sizes of the epoch log, unverified.
+    pub async fn log_consistency(&self, old: u64, new: u64) -> Result<crate::tlog::ConsistencyResponse, HttpError> {
+        self.get(&format!("/v1/log/consistency/{old}/{new}")).await
+    }
+
     /// The raw audit blob named `name` (`"{epoch}/{prev}/{cur}"`), served at the
     /// directory's host root; at most `limit` bytes.
     pub async fn audit_blob(&self, name: &str, limit: u64) -> Result<Vec<u8>, HttpError> {

@@ -23,6 +23,7 @@ pub mod serve;
 pub mod state;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod tlog;
 pub mod verify;
 pub mod wire;
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// How many recent heads are kept per directory for fork detection.
 pub const KEPT_HEADS: usize = 256;
 /// The state file format this build reads and writes.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// Proof that a directory signed two different roots for one epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,10 @@ pub struct DirectoryState {
     /// Per monitored label: the epoch its history was last verified at.
     #[serde(default)]
     pub monitored: BTreeMap<String, u64>,
+    /// The largest epoch-log checkpoint verified (its note, with the co-signatures it
+    /// was accepted with): every later one must extend it (format version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 impl DirectoryState {
@@ -175,6 +179,28 @@ impl DirectoryState {
         Ok(())
     }
 
+    /// The stored checkpoint, parsed (its signatures were verified when it was stored).
+    pub fn log_checkpoint(&self) -> Option<crate::tlog::checkpoint::Checkpoint> {
+        let note = crate::tlog::note::Note::parse(self.checkpoint.as_deref()?.as_bytes()).ok()?;
+        crate::tlog::checkpoint::Checkpoint::parse_text(&note.text).ok()
+    }
+
+    /// Accepts a verified checkpoint `note` if it extends the stored one by `proof`
+    /// (from the stored size to its size); keeps the larger one. A same-size checkpoint
+    /// with another root is a [`crate::tlog::LogError::Fork`], with both notes.
+    pub fn accept_checkpoint(
+        &mut self,
+        note: &str,
+        checkpoint: &crate::tlog::checkpoint::Checkpoint,
+        proof: &[crate::tlog::merkle::Hash],
+    ) -> Result<(), crate::tlog::LogError> {
+        if let (Some(old), Some(old_note)) = (self.log_checkpoint(), self.checkpoint.as_deref()) {
+            crate::tlog::check_extends(&old, old_note, checkpoint, note, proof)?;
+        }
+        self.checkpoint = Some(note.to_owned());
+        Ok(())
+    }
+
     /// Pins `namespace` on first use; afterwards it must never change.
     pub fn pin_namespace(&mut self, namespace: &str) -> Result<(), StateError> {
         match &self.namespace {
@@ -240,7 +266,11 @@ impl State {
     /// under its own epoch (a head filed under another would slip past the checks
     /// that look its neighbours up by epoch).
     pub fn from_slice(bytes: &[u8]) -> Result<State, String> {
-        let state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut state: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // Version 1 is version 2 without checkpoints: migrated as read, saved as 2.
+        if state.version == 1 {
+            state.version = STATE_VERSION;
+        }
         if state.version != STATE_VERSION {
             return Err(format!(
                 "format version {} (this build reads {STATE_VERSION})",
@@ -471,5 +501,26 @@ mod tests {
         state.directory("ab").heads.insert(1, linked(0, 1, 0, 10));
         std::fs::write(&tmp, serde_json::to_vec(&state).expect("json")).expect("write");
         assert!(matches!(State::load(&tmp), Err(StateError::File { .. })));
+    }
+
+    /// A version 1 file (before the epoch log) is read, and saved as version 2.
+    #[test]
+    fn a_version_1_state_file_is_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut v1 = State {
+            version: 1,
+            ..State::default()
+        };
+        v1.directory("ab").heads.insert(0, linked(0, 1, 0, 10));
+        let mut json = serde_json::to_value(&v1).expect("json");
+        assert!(json["directories"]["ab"].get("checkpoint").is_none());
+        json["version"] = 1.into();
+        std::fs::write(&path, serde_json::to_vec(&json).expect("bytes")).expect("write");
+        let state = State::update(&path, |_| Ok(())).expect("migrated");
+        assert_eq!(state.version, STATE_VERSION);
+        assert_eq!(state.directories["ab"].heads.len(), 1);
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(saved["version"], 2);
     }
 }

@@ -508,6 +508,9 @@ pub struct LookupResponse {
     pub head: SignedHead,
     /// akd `LookupProof`, protobuf, base64.
     pub proof: String,
+    /// With `?log=1`: the head's place in the epoch log (checkpoint and inclusion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::tlog::LogProof>,
 }
 
 /// `POST /v1/lookup` body.
@@ -555,6 +558,9 @@ pub struct HistoryResponse {
     pub most_recent: Option<u64>,
     /// akd `HistoryProof`, protobuf, base64.
     pub proof: String,
+    /// With `log=1`: the head's place in the epoch log (checkpoint and inclusion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::tlog::LogProof>,
 }
 
 /// The `404` body of `GET /v1/lookup/{label}` and `GET /v1/history/{label}` for a label

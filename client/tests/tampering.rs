@@ -74,6 +74,7 @@ async fn fixture() -> Fixture {
                 label,
                 head,
                 proof: encode_lookup_proof(&proof),
+                log: None,
             }
         }
     };
@@ -95,6 +96,7 @@ async fn fixture() -> Fixture {
             head: head.clone(),
             most_recent: None,
             proof: encode_history_proof(&history),
+            log: None,
         },
         previous_head: heads[1].clone(),
     }

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub akd_cache_secs: Option<u64>,
     /// Auditors asked at start-up whether this data directory is current.
     pub auditors: Option<Vec<String>>,
+    /// Witnesses of the epoch log, `URL=VKEY` each.
+    pub witnesses: Option<Vec<String>>,
     /// Most requests handled at once (beyond: 503).
     pub max_concurrent_requests: Option<usize>,
     /// Most audit blob downloads at once.
@@ -110,6 +112,8 @@ pub struct ServeConfig {
     /// Auditors whose newest verified head must not be ahead of (or disagree with)
     /// this data directory before it publishes (`restore_guard.rs`).
     pub auditors: Vec<String>,
+    /// Witnesses each checkpoint is pushed to, `URL=VKEY` each (`witness.rs`).
+    pub witnesses: Vec<String>,
     /// Read requests per second per client address (`None`: unlimited).
     pub read_rate_per_sec: Option<u32>,
     /// Burst above the read rate.
@@ -159,6 +163,8 @@ pub struct Overrides {
     pub akd_cache_secs: Option<u64>,
     /// `--auditor` / `KT_AUDITORS` (empty: not given).
     pub auditors: Vec<String>,
+    /// `--witness` / `KT_WITNESSES` (empty: not given).
+    pub witnesses: Vec<String>,
     /// `--read-token-file` / `KT_READ_TOKEN_FILE`.
     pub read_token_file: Option<PathBuf>,
     /// `--storage` / `KT_STORAGE`.
@@ -319,6 +325,11 @@ impl ServeConfig {
                 file.auditors.unwrap_or_default()
             } else {
                 over.auditors
+            },
+            witnesses: if over.witnesses.is_empty() {
+                file.witnesses.unwrap_or_default()
+            } else {
+                over.witnesses
             },
             read_rate_per_sec: file.read_rate_per_sec.filter(|&r| r > 0),
             read_burst: file.read_burst,

@@ -16,6 +16,7 @@ pub mod absence;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod epoch_log;
 pub mod http;
 pub mod metrics;
 pub mod publisher;
@@ -31,6 +32,7 @@ pub mod test_support;
 #[cfg(feature = "demo")]
 pub mod traffic;
 pub mod vrf;
+pub mod witness;
 
 pub use datadir::DataDir;
 pub use kt_client::KtConfig;

@@ -71,6 +71,15 @@ pub struct Metrics {
     /// Live bytes on disk by column family (SST and blob files), after each epoch:
     /// what the tree, the value states and the audit blobs cost.
     pub storage_bytes: IntGaugeVec,
+    /// `add-checkpoint` requests to each witness, by `result` (cosigned, conflict,
+    /// unavailable, refused, bad_response, error).
+    pub witness_requests: IntCounterVec,
+    /// The log size each witness last co-signed (0: none yet).
+    pub witness_cosigned_size: IntGaugeVec,
+    /// Unix seconds of each witness's newest co-signature we hold.
+    pub witness_cosigned_time: IntGaugeVec,
+    /// Leaves in the epoch log.
+    pub log_size: IntGauge,
 }
 
 impl Metrics {
@@ -158,8 +167,34 @@ impl Metrics {
                 ),
                 &["cf"],
             )?,
+            witness_requests: IntCounterVec::new(
+                Opts::new(
+                    "witness_requests_total",
+                    "add-checkpoint requests by witness and result",
+                ),
+                &["witness", "result"],
+            )?,
+            witness_cosigned_size: IntGaugeVec::new(
+                Opts::new(
+                    "witness_cosigned_size",
+                    "The epoch log size each witness last co-signed",
+                ),
+                &["witness"],
+            )?,
+            witness_cosigned_time: IntGaugeVec::new(
+                Opts::new(
+                    "witness_cosigned_timestamp_seconds",
+                    "Time of each witness's newest co-signature held",
+                ),
+                &["witness"],
+            )?,
+            log_size: IntGauge::new("log_size", "Leaves in the epoch log")?,
             registry,
         };
+        m.registry.register(Box::new(m.witness_requests.clone()))?;
+        m.registry.register(Box::new(m.witness_cosigned_size.clone()))?;
+        m.registry.register(Box::new(m.witness_cosigned_time.clone()))?;
+        m.registry.register(Box::new(m.log_size.clone()))?;
         m.registry.register(Box::new(m.latest_epoch.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
         m.registry.register(Box::new(m.updates_accepted.clone()))?;

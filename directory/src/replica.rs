@@ -15,6 +15,7 @@
 //! the store ran two epochs ahead during the read.
 
 use crate::datadir::Keys;
+use crate::epoch_log::EpochLog;
 use crate::metrics::Metrics;
 use crate::publisher::{Failure, Inconsistency, LATEST_HEAD_KEY, PublishError, ReadView, ServeState, new_read_dir};
 use crate::storage::{Backend, Cf, Role, StorageConfig, Store};
@@ -60,6 +61,8 @@ pub struct Replica {
     failure: Arc<Failure>,
     /// Metrics (`kt_directory_latest_epoch` is the epoch served).
     metrics: Metrics,
+    /// The epoch log, extended from the stored heads as epochs arrive.
+    log: Arc<EpochLog>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -128,6 +131,7 @@ impl Replica {
         }
         let view = view.ok_or(Inconsistency::ReplicaNeverAgreed)?;
         let epoch = view.head.head.epoch;
+        let log = Arc::new(EpochLog::open(&storage, &namespace, signing_key, epoch, None).await?);
         let (views, views_rx) = watch::channel(Arc::new(view));
         let failure = Arc::new(Failure::new(metrics.publisher_failed.clone()));
         let replica = Replica {
@@ -140,6 +144,7 @@ impl Replica {
             latest_blob_epoch: Arc::new(AtomicU64::new(0)),
             failure: Arc::clone(&failure),
             metrics,
+            log: Arc::clone(&log),
         };
         replica.update_blob_epoch(epoch).await?;
         replica
@@ -155,6 +160,7 @@ impl Replica {
             signing_key,
             vrf_public_key: vrf_public,
             namespace,
+            log,
         };
         tracing::info!(epoch, store = %replica.storage.describe(), "replica open");
         Ok((replica, shared))
@@ -200,6 +206,8 @@ impl Replica {
             ));
             return Ok(Step::Same);
         }
+        // The log first: a served epoch is always in it.
+        self.log.follow(&self.storage, now.epoch).await?;
         if now.epoch == served.epoch {
             self.update_blob_epoch(now.epoch).await?;
             if now.timestamp_ms <= served.timestamp_ms {

@@ -64,8 +64,17 @@ pub async fn serve(
         timeout: std::time::Duration::from_secs(30),
     };
     crate::restore_guard::check(&guard, &shared).await?;
+    let witnesses = crate::witness::parse_witnesses(&config.witnesses)?;
 
     let (stop, stopped) = watch::channel(false);
+    let collector = tokio::spawn(crate::witness::run(
+        std::sync::Arc::clone(&shared.log),
+        shared.storage.clone(),
+        witnesses,
+        config.epoch_interval,
+        metrics.clone(),
+        stopped.clone(),
+    ));
     // The publisher runs on its own runtime and threads. akd's publish is minutes of
     // CPU-bound async work at scale; on the HTTP runtime it would occupy the workers
     // that answer lookups, which then wait for it (docs/performance.md measures the
@@ -97,6 +106,7 @@ pub async fn serve(
     )
     .await;
     let _ = stop.send(true);
+    let _ = collector.await;
     let joined = tokio::task::spawn_blocking(move || publisher.join())
         .await
         .context("joining the publisher thread")?;

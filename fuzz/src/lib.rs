@@ -292,6 +292,42 @@ pub fn check_seeds(corpus: &std::path::Path) -> Vec<String> {
             failed.push(path);
         }
     }
+    let log = kt_client::tlog::checkpoint::log_key(&f.pinned.namespace, f.pinned.directory_key).expect("log key");
+    let policy = kt_client::tlog::checkpoint::WitnessPolicy::new(vec![witness_key()], 0, None).expect("policy");
+    for (path, data) in read("checkpoint") {
+        let cosigned = kt_client::tlog::checkpoint::verify_checkpoint(&data, &log, &policy, 1_800_000_000)
+            .map(|v| v.cosigned.len());
+        let expected = if path.ends_with("cosigned.txt") { 1 } else { 0 };
+        if cosigned != Ok(expected) {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("add_checkpoint") {
+        let ok = kt_client::tlog::witness::AddCheckpoint::parse(&data).is_ok_and(|r| {
+            kt_client::tlog::checkpoint::verify_checkpoint(&r.checkpoint, &log, &policy, 1_800_000_000).is_ok()
+        }) || kt_client::tlog::witness::parse_cosignatures(&data).is_ok();
+        if !ok {
+            failed.push(path);
+        }
+    }
+    for (path, data) in read("cosignature") {
+        let text = String::from_utf8_lossy(&data).into_owned();
+        let mut lines = text.lines();
+        let ok = lines
+            .next()
+            .and_then(|l| kt_client::tlog::note::parse_signature_line(l).ok())
+            .is_some_and(|sig| {
+                witness_key()
+                    .verify("o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", &sig)
+                    .is_ok()
+            })
+            && lines
+                .next()
+                .is_some_and(|l| kt_client::tlog::note::VerifierKey::parse(l) == Ok(witness_key()));
+        if !ok {
+            failed.push(path);
+        }
+    }
     for (path, data) in read("client_state") {
         let replayed = kt_client::state::State::from_slice(&data).ok().map(|state| {
             state.directories.values().all(|d| {
@@ -372,8 +408,112 @@ fn storage_record_decodes(data: &[u8]) -> bool {
     }
 }
 
+/// The witness key the `cosignature` seeds are signed with (a fixed test key).
+fn witness_key() -> kt_client::tlog::note::VerifierKey {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]).verifying_key();
+    kt_client::tlog::note::VerifierKey::new("witness.fuzz.invalid", kt_client::tlog::note::TYPE_COSIGNATURE_V1, key)
+        .expect("witness key")
+}
+
+/// Signed notes (c2sp.org/signed-note): what parses prints back to the same bytes, and
+/// any signature line is checked against a fixed Ed25519 and a fixed witness key.
+pub fn signed_note(data: &[u8]) {
+    use kt_client::tlog::note::Note;
+    let Ok(note) = Note::parse(data) else { return };
+    assert_eq!(note.to_text().as_bytes(), data, "a note prints back as parsed");
+    let witness = witness_key();
+    for sig in note.signatures_by(&witness) {
+        let _ = witness.verify(&note.text, sig);
+    }
+}
+
+/// Checkpoint notes: the text parses only in canonical form, and a verification with
+/// the corpus directory's log key and the fixed witness pinned never panics.
+pub fn checkpoint(data: &[u8]) {
+    use kt_client::tlog::checkpoint::{Checkpoint, WitnessPolicy, log_key, verify_checkpoint};
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(c) = Checkpoint::parse_text(text)
+    {
+        assert_eq!(c.text(), text, "a checkpoint text is canonical");
+    }
+    let f = fixed();
+    let Ok(log) = log_key(&f.pinned.namespace, f.pinned.directory_key) else {
+        return;
+    };
+    let policy = WitnessPolicy::new(vec![witness_key()], 0, None).expect("policy");
+    let _ = verify_checkpoint(data, &log, &policy, 1_800_000_000);
+}
+
+/// Co-signature lines and verifier keys: a line that parses prints back the same; a
+/// vkey that parses prints back the same.
+pub fn cosignature(data: &[u8]) {
+    use kt_client::tlog::note::{VerifierKey, parse_signature_line};
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    for line in s.split('\n') {
+        if let Ok(sig) = parse_signature_line(line) {
+            assert_eq!(sig.line(), format!("{line}\n"));
+            let _ = witness_key().verify("o\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", &sig);
+        }
+        if let Ok(key) = VerifierKey::parse(line) {
+            assert_eq!(key.to_vkey(), line.trim());
+        }
+    }
+}
+
+/// Tile paths and tiles: a path that parses prints back the same; a tile of the width
+/// its path says splits into hashes.
+pub fn tile(data: &[u8]) {
+    use kt_client::tlog::tiles::{TilePath, decode_hashes};
+    let (path, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(path) = std::str::from_utf8(path) else { return };
+    if let Ok(t) = TilePath::parse(path) {
+        assert_eq!(t.to_path(), path, "a tile path is canonical");
+        if let Ok(hashes) = decode_hashes(body, t.width()) {
+            assert_eq!(hashes.concat(), body);
+        }
+    }
+}
+
+/// Entry bundles: what decodes (at the width the first byte gives) encodes back to the
+/// same bytes, and every entry of a bundle of heads is parsed as a head.
+pub fn entry_bundle(data: &[u8]) {
+    use kt_client::tlog::tiles::{decode_bundle, encode_bundle};
+    let Some((&width, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(entries) = decode_bundle(body, u64::from(width)) else {
+        return;
+    };
+    let again = encode_bundle(entries.iter().map(Vec::as_slice)).expect("encodes");
+    assert_eq!(again, body, "a bundle re-encodes to its bytes");
+    for e in &entries {
+        let _ = SignedHead::from_bytes(e);
+    }
+}
+
+/// `add-checkpoint` bodies (c2sp.org/tlog-witness) and the two response bodies: a body
+/// that parses prints back the same.
+pub fn add_checkpoint(data: &[u8]) {
+    use kt_client::tlog::witness::{AddCheckpoint, parse_cosignatures, parse_size};
+    if let Ok(req) = AddCheckpoint::parse(data) {
+        assert_eq!(req.to_body(), data, "an add-checkpoint body is canonical");
+        checkpoint(&req.checkpoint);
+    }
+    let _ = parse_cosignatures(data);
+    let _ = parse_size(data);
+}
+
 /// Every target by name (the corpus folder names).
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("signed_note", signed_note),
+    ("checkpoint", checkpoint),
+    ("cosignature", cosignature),
+    ("tile", tile),
+    ("entry_bundle", entry_bundle),
+    ("add_checkpoint", add_checkpoint),
     ("signed_head", signed_head),
     ("lookup_response", lookup_response),
     ("history_response", history_response),

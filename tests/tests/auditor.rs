@@ -11,11 +11,10 @@ use axum::extract::{Path as AxPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Api, Initialized, Server, init, init_auditor};
+use common::{Api, Initialized, Server, chromium, init, init_auditor, shot_path};
 use ed25519_dalek::VerifyingKey;
 use kt_client::auditor::{AuditState, CoSignedHead, EpochList, EvidenceKind, EvidenceList, StatusResponse};
 use kt_client::head::SignedHead;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -88,57 +87,6 @@ async fn check_cosigned(auditor: &Api, directory: &Api, d: &Initialized, auditor
     ] {
         assert!(ns.get(field).is_some(), "namespace lacks {field}: {ns}");
     }
-}
-
-/// Headless Chromium (Debian's package) on the dashboard: the rendered DOM, and a
-/// screenshot written under the target directory.
-fn chromium(url: &str, shot: &Path) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let args = |extra: &str| {
-        vec![
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-quic".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            format!("--user-data-dir={}", profile.path().display()),
-            "--window-size=1280,1400".to_owned(),
-            "--virtual-time-budget=5000".to_owned(),
-            extra.to_owned(),
-            url.to_owned(),
-        ]
-    };
-    let run = |extra: &str| {
-        Command::new("chromium")
-            .args(args(extra))
-            .output()
-            .expect("run chromium (scripts/setup.sh installs Debian's chromium)")
-    };
-    let dom = run("--dump-dom");
-    assert!(
-        dom.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
-    let shot_arg = format!("--screenshot={}", shot.display());
-    let out = run(&shot_arg);
-    assert!(
-        out.status.success(),
-        "chromium screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
-    String::from_utf8(dom.stdout).expect("utf8 DOM")
-}
-
-fn shot_path(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir.join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,17 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::NotFound("no such route; see docs/auditor.md".into())
 }
 
+/// `GET /v1/witness`: this auditor's witness name and key, and the latest checkpoint
+/// it co-signed.
+pub(super) async fn witness(State(app): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let store = app.store.clone();
+    let last = super::blocking(move || store.witness()).await?;
+    Ok(axum::Json(serde_json::json!({
+        "vkey": app.witness.vkey(),
+        "cosigned": last,
+    })))
+}
+
 pub(super) async fn healthz(State(app): State<AppState>) -> Response {
     let s = app.status.get();
     match s.state {

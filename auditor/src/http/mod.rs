@@ -46,6 +46,8 @@ pub struct AppState {
     pub public_url: String,
     /// Longest allowed directory silence, seconds (shown in the status).
     pub max_head_age_secs: u64,
+    /// The epoch-log witness (`POST /add-checkpoint`).
+    pub witness: std::sync::Arc<crate::witness::Witness>,
 }
 
 /// [`crate::store::blocking`] with its error as an [`ApiError`].
@@ -70,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evidence", get(api::evidence_list).post(api::submit_evidence))
         .route("/v1/evidence/{id}", get(api::evidence))
         .route("/v1/evidence/{id}/blob", get(api::evidence_blob))
+        .route("/v1/witness", get(api::witness))
+        .route("/add-checkpoint", axum::routing::post(crate::witness::add_checkpoint))
         .route("/info", get(plexi::info))
         .route("/namespaces", get(plexi::namespaces))
         .route("/namespaces/{ns}", get(plexi::namespace))

@@ -61,6 +61,10 @@ fn fixture() -> Fixture {
         directory_url: "http://directory.invalid".into(),
         public_url: "http://auditor.invalid".into(),
         max_head_age_secs: 600,
+        witness: std::sync::Arc::new(
+            crate::witness::Witness::new(SigningKey::from_bytes(&AUDITOR_SEED), "auditor.invalid".into())
+                .expect("witness"),
+        ),
     };
     Fixture {
         app: router(state.clone()),
@@ -233,4 +237,126 @@ async fn dashboard_and_metrics_are_served() {
     assert_eq!(get(&f.app, "/assets/dashboard.css").await.0, StatusCode::OK);
     let (_, body) = get(&f.app, "/metrics").await;
     assert!(String::from_utf8_lossy(&body).contains("kt_auditor_last_verified_epoch"));
+}
+
+/// The witness endpoint, with a directory that chooses what to submit: an honest
+/// checkpoint is co-signed; a checkpoint past the verified epochs is deferred (503); a
+/// wrong old size gets 409 and the size; another root for a co-signed size is fork
+/// evidence; a stranger's signature, an unknown origin, garbage and a bad consistency
+/// proof are refused with the spec's codes.
+#[tokio::test]
+async fn the_witness_cosigns_only_verified_trees() {
+    use kt_client::tlog::checkpoint::{Checkpoint, origin_for};
+    use kt_client::tlog::merkle::{MemoryLog, leaf_hash};
+    use kt_client::tlog::note::{Note, TYPE_COSIGNATURE_V1, VerifierKey, sign_ed25519};
+    use kt_client::tlog::witness::{AddCheckpoint, parse_cosignatures, parse_size};
+
+    let f = fixture();
+    let dkey = SigningKey::from_bytes(&DIR_SEED);
+    let origin = origin_for("test.ns").expect("origin");
+    let verified: Vec<_> = [head(0, 0, 0, &dkey), head(1, 1, 0, &dkey)]
+        .iter()
+        .map(|h| leaf_hash(&h.to_bytes().expect("bytes")))
+        .collect();
+    let sign = |key: &SigningKey, origin: &str, size: u64, root: [u8; 32]| {
+        let text = Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions: vec![],
+        }
+        .text();
+        Note {
+            signatures: vec![sign_ed25519(origin, key, &text).expect("sign")],
+            text,
+        }
+        .to_text()
+    };
+    let post = |old: u64, proof: Vec<[u8; 32]>, note: String| {
+        let body = AddCheckpoint {
+            old,
+            proof,
+            checkpoint: note.into_bytes(),
+        }
+        .to_body();
+        Request::post("/add-checkpoint")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let log = MemoryLog::from_leaves(verified.iter().copied());
+    let note2 = sign(&dkey, &origin, 2, log.root(2).expect("root"));
+
+    // Refusals first: nothing is co-signed by them.
+    let (status, _) = call(
+        &f.app,
+        Request::post("/add-checkpoint").body(Body::from("garbage")).expect("r"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&f.app, post(0, vec![], sign(&dkey, "other.example/log", 2, [0; 32]))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stranger = SigningKey::from_bytes(&[42; 32]);
+    let (status, _) = call(
+        &f.app,
+        post(0, vec![], sign(&stranger, &origin, 2, log.root(2).expect("root"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A tree with a leaf that is not a verified head.
+    let other = MemoryLog::from_leaves([verified[0], leaf_hash(b"an unverified head")]);
+    let (status, _) = call(
+        &f.app,
+        post(0, vec![], sign(&dkey, &origin, 2, other.root(2).expect("root"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Beyond what is verified: come back later.
+    let mut longer = MemoryLog::from_leaves(verified.iter().copied());
+    longer.append(leaf_hash(b"epoch 2"));
+    let response = f
+        .app
+        .clone()
+        .oneshot(post(0, vec![], sign(&dkey, &origin, 3, longer.root(3).expect("root"))))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(axum::http::header::RETRY_AFTER));
+
+    // The honest checkpoint is co-signed by the witness key, over its text.
+    let (status, body) = call(&f.app, post(0, vec![], note2.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let sigs = parse_cosignatures(&body).expect("cosignature lines");
+    let wkey = VerifierKey::new(
+        "auditor.invalid",
+        TYPE_COSIGNATURE_V1,
+        SigningKey::from_bytes(&AUDITOR_SEED).verifying_key(),
+    )
+    .expect("vkey");
+    let text = Note::parse(note2.as_bytes()).expect("note").text;
+    assert!(wkey.verify(&text, &sigs[0]).expect("verifies").is_some());
+
+    // Now the witness holds size 2: an old size of 0 is a conflict that names 2.
+    let (status, body) = call(&f.app, post(0, vec![], note2.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(parse_size(&body), Ok(2));
+    // The same checkpoint again (a quiet log) is co-signed again.
+    let (status, _) = call(&f.app, post(2, vec![], note2.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    // A bad consistency proof from 2 to 3.
+    let (status, _) = call(
+        &f.app,
+        post(2, vec![[7; 32]], sign(&dkey, &origin, 3, longer.root(3).expect("root"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Another root for size 2, signed by the directory: fork evidence.
+    let (status, _) = call(&f.app, post(2, vec![], sign(&dkey, &origin, 2, [9; 32]))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, body) = call(&f.app, Request::get("/v1/evidence").body(Body::empty()).expect("r")).await;
+    let list: EvidenceList = serde_json::from_slice(&body).expect("evidence");
+    assert!(
+        list.evidence
+            .iter()
+            .any(|e| e.kind == kt_client::auditor::EvidenceKind::LogFork)
+    );
 }

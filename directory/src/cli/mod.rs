@@ -91,6 +91,12 @@ struct ServeArgs {
     /// root than this data directory holds: a restored backup would fork.
     #[arg(long = "auditor", env = "KT_AUDITORS", value_delimiter = ',')]
     auditors: Vec<String>,
+    /// A witness of the epoch log, as URL=VKEY: its c2sp.org/tlog-witness submission
+    /// prefix and its cosignature/v1 verifier key (repeatable, or
+    /// KT_WITNESSES=URL=VKEY,URL=VKEY). Each checkpoint is pushed to every witness, and
+    /// the checkpoint is served with the co-signatures collected.
+    #[arg(long = "witness", env = "KT_WITNESSES", value_delimiter = ',')]
+    witnesses: Vec<String>,
     /// Start even if an auditor has verified nothing yet (only for a new auditor: a
     /// `404` is otherwise refused, since anyone on the path can send one).
     #[arg(long)]
@@ -228,6 +234,7 @@ impl Launch {
             akd_cache_mib: args.akd_cache_mib,
             akd_cache_secs: args.akd_cache_secs,
             auditors: args.auditors,
+            witnesses: args.witnesses,
             read_token_file: args.read_token_file,
             storage: args.storage,
             mysql_url: args.mysql_url,

@@ -3,6 +3,7 @@
 mod blobs;
 mod error;
 mod guard;
+mod log;
 mod operator;
 mod read;
 #[cfg(test)]
@@ -135,6 +136,10 @@ pub fn router(state: AppState) -> Router<()> {
             post(read::batch_lookup).layer(DefaultBodyLimit::max(state.limits.batch_lookup_body_bytes())),
         )
         .route("/v1/history/{label}", get(read::history))
+        .route("/v1/log/proof/{epoch}", get(log::proof))
+        .route("/v1/log/consistency/{old}/{new}", get(log::consistency))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/tile/{*path}", get(log::tile))
         .route("/v1/audit", get(read::audit_listing))
         .route("/v1/audit/{epoch}", get(read::audit_blob))
         .route("/{epoch}/{previous}/{current}", get(read::audit_blob_by_name))

@@ -192,11 +192,10 @@ pub(super) async fn latest_head(State(state): State<AppState>) -> Json<SignedHea
     Json(state.view().head.clone())
 }
 
+/// The head of `epoch` as first signed: the epoch log's leaf (`/v1/heads/latest`
+/// serves the freshest re-signature).
 async fn stored_head(state: &AppState, epoch: u64) -> Result<SignedHead, ApiError> {
     let view = state.view();
-    if epoch == view.head.head.epoch {
-        return Ok(view.head.clone());
-    }
     if epoch > view.head.head.epoch {
         return Err(ApiError::NotFound(format!(
             "epoch {epoch} does not exist yet (latest is {})",
@@ -231,8 +230,10 @@ pub(super) async fn head(
 pub(super) async fn lookup(
     State(state): State<AppState>,
     label: Result<Path<String>, PathRejection>,
+    query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(label) = label.map_err(|r| path_err("label", &r))?;
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
     check_label(&label, state.limits.max_label_bytes, "label")?;
     let (answer, view) = on_view(&state, |view| {
         let (state, label) = (state.clone(), label.clone());
@@ -248,10 +249,15 @@ pub(super) async fn lookup(
     match answer {
         Answer::Present(proof) => {
             check_lookup(&state, &view, &label, &proof)?;
+            let log = match query.log {
+                Some(true) => Some(super::log::log_proof(&state, view.head.head.epoch).await?),
+                _ => None,
+            };
             Ok(Json(LookupResponse {
                 label,
                 head: view.head.clone(),
                 proof: encode_lookup_proof(&proof),
+                log,
             })
             .into_response())
         }
@@ -344,6 +350,16 @@ pub(super) async fn batch_lookup(
 pub(super) struct HistoryQuery {
     /// Only the n most recent versions (all by default).
     most_recent: Option<u64>,
+    /// `true`: add the head's place in the epoch log.
+    log: Option<bool>,
+}
+
+/// Query of `GET /v1/lookup/{label}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogQuery {
+    /// `true`: add the head's place in the epoch log.
+    log: Option<bool>,
 }
 
 /// `GET /v1/history/{label}?most_recent=N`: the history proof, or a `404` with the
@@ -387,11 +403,16 @@ pub(super) async fn history(
             params,
         )
     })?;
+    let log = match query.log {
+        Some(true) => Some(super::log::log_proof(&state, view.head.head.epoch).await?),
+        _ => None,
+    };
     Ok(Json(HistoryResponse {
         label,
         head: view.head.clone(),
         most_recent: query.most_recent,
         proof: encode_history_proof(&proof),
+        log,
     })
     .into_response())
 }

@@ -381,6 +381,7 @@ async fn updates_become_epochs_with_outcomes_and_verifiable_proofs() {
             label: item.label.clone(),
             head: batch.head.clone(),
             proof: item.proof.clone().expect("proof"),
+            log: None,
         };
         f.pinned
             .lookup_response(&single.label, &single)

@@ -38,6 +38,7 @@ pub(crate) use view::new_read_dir;
 pub use view::{Intake, ReadDirectory, ReadView, ServeState};
 
 use crate::datadir::Keys;
+use crate::epoch_log::EpochLog;
 use crate::metrics::Metrics;
 use crate::queue::{Plan, Queue};
 use crate::storage::{Backend, Cf, EpochCommit, Role, StorageConfig, StorageError, Store, Write};
@@ -214,6 +215,12 @@ pub enum Inconsistency {
     /// A replica never saw the store's head and tree agree.
     #[error("the store's head and tree never agreed while opening the replica")]
     ReplicaNeverAgreed,
+    /// The epoch log and the stored heads disagree (`crate::epoch_log`).
+    #[error("the epoch log disagrees with the stored heads: {0}")]
+    EpochLog(String),
+    /// A checkpoint could not be signed (a namespace the note format cannot name).
+    #[error("signing the checkpoint: {0}")]
+    Checkpoint(#[from] kt_client::tlog::note::NoteError),
 }
 
 impl From<akd::errors::StorageError> for PublishError {
@@ -239,6 +246,8 @@ pub struct Publisher {
     prepare: Prepare,
     /// Signs each epoch's head, and re-signs an unchanged one to keep it fresh.
     signer: HeadSigner,
+    /// The epoch log each epoch's head is appended to, in the epoch's own commit.
+    log: Arc<EpochLog>,
     /// Most updates taken into one epoch; the rest wait for the next.
     max_per_epoch: usize,
     /// Hands the HTTP layer the read view of each new head, so lookups never see a
@@ -336,6 +345,16 @@ impl Publisher {
         let read = Arc::new(new_read_dir(&storage, &keys.vrf).await?);
         let akd_now = read.get_epoch_hash().await?;
         let head = recover_head(&storage, &signer, akd_now.0, akd_now.1).await?;
+        let log = Arc::new(
+            EpochLog::open(
+                &storage,
+                &signer.namespace,
+                signer.public_key(),
+                head.head.epoch,
+                Some(&signer),
+            )
+            .await?,
+        );
         let queue = Arc::new(Queue::open(storage.clone()).await?);
         let prepare = Prepare::start(
             storage.clone(),
@@ -378,6 +397,7 @@ impl Publisher {
             queue: Arc::clone(&queue),
             prepare: prepare.clone(),
             signer,
+            log: Arc::clone(&log),
             max_per_epoch: config.max_per_epoch.max(1),
             views,
             retired: Retired::default(),
@@ -409,6 +429,7 @@ impl Publisher {
             signing_key: publisher.signer.public_key(),
             vrf_public_key: vrf_public,
             namespace: publisher.signer.namespace.clone(),
+            log,
         };
         tracing::info!(epoch, root = %hex::encode(head.head.root), queued = publisher.queue.depth(), store = %publisher.storage.describe(), "publisher open");
         Ok((publisher, shared))
@@ -639,6 +660,14 @@ impl Publisher {
         let bytes = head.to_bytes()?;
         writes.push(Write::Put(Cf::Heads, epoch_key(next), bytes.clone()));
         writes.push(Write::Put(Cf::Meta, LATEST_HEAD_KEY.to_vec(), bytes));
+        let mut logged = match self.log.prepare(&head, &self.signer) {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(format!("epoch {next}: {e}"));
+                return Err(e);
+            }
+        };
+        writes.append(&mut logged.writes);
         let commit = EpochCommit {
             nodes: Arc::new(nodes.clone()),
             states: changes.states,
@@ -650,6 +679,7 @@ impl Publisher {
             return Err(e.into());
         }
         nodes.freeze();
+        self.log.apply(logged);
         clock.mark("commit", self.owners(Some(&nodes)));
 
         self.prepare.committed(next, &resolved_per_label, &versions);

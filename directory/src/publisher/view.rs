@@ -138,6 +138,8 @@ pub struct ServeState {
     pub vrf_public_key: Vec<u8>,
     /// The namespace.
     pub namespace: String,
+    /// The epoch log: tiles, checkpoints and proofs (`/log/`).
+    pub log: Arc<crate::epoch_log::EpochLog>,
 }
 
 /// The read directory replaced by the latest epoch. akd keeps one previous version of

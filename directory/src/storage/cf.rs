@@ -28,11 +28,15 @@ pub enum Cf {
     /// akd audit blobs (append-only proofs), keyed by end epoch (u64 BE). Large values:
     /// stored in RocksDB blob files, out of the LSM tree.
     AuditBlobs,
+    /// The epoch log's complete subtree hashes (`kt_client::tlog`), keyed
+    /// `height (u8) || index (u64 BE)`, 32-byte values. Leaf `i` (height 0) is the hash
+    /// of epoch `i`'s head; an epoch's rows are written in its own commit.
+    Log,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 8] = [
         Cf::Meta,
         Cf::TreeNodes,
         Cf::ValueStates,
@@ -40,6 +44,7 @@ impl Cf {
         Cf::Outcomes,
         Cf::Heads,
         Cf::AuditBlobs,
+        Cf::Log,
     ];
 
     /// The name RocksDB stores for this column family. Never change one: it is on disk.
@@ -52,6 +57,7 @@ impl Cf {
             Cf::Outcomes => "outcomes",
             Cf::Heads => "heads",
             Cf::AuditBlobs => "audit_blobs",
+            Cf::Log => "epoch_log",
         }
     }
 }

@@ -67,6 +67,7 @@ fn table(cf: Cf) -> &'static str {
         Cf::Outcomes => "kt_outcomes",
         Cf::Heads => "kt_heads",
         Cf::AuditBlobs => "kt_audit_blobs",
+        Cf::Log => "kt_epoch_log",
     }
 }
 
@@ -88,7 +89,7 @@ fn create_statements() -> Vec<String> {
              ) ENGINE=InnoDB"
         ),
     ];
-    for cf in [Cf::Meta, Cf::Queue, Cf::Outcomes, Cf::Heads, Cf::AuditBlobs] {
+    for cf in [Cf::Meta, Cf::Queue, Cf::Outcomes, Cf::Heads, Cf::AuditBlobs, Cf::Log] {
         out.push(format!(
             "CREATE TABLE IF NOT EXISTS {} (\
                 k VARBINARY(255) NOT NULL, \

@@ -128,7 +128,12 @@ impl Server {
     /// Starts `kt-auditor serve` on 127.0.0.1:0 following `directory` (pinned `key`),
     /// polling every second, with `extra` arguments, in process.
     pub fn start_auditor(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Server {
-        Server::in_process(Kind::Auditor, auditor_args(data_dir, directory, key, extra))
+        Server::start_auditor_on(data_dir, "127.0.0.1:0", directory, key, extra)
+    }
+
+    /// [`Server::start_auditor`] on `listen` (e.g. the address it had before).
+    pub fn start_auditor_on(data_dir: &Path, listen: &str, directory: &str, key: &str, extra: &[&str]) -> Server {
+        Server::in_process(Kind::Auditor, auditor_args(data_dir, listen, directory, key, extra))
     }
 
     /// [`Server::start`] as a real `kt-directory serve` process.
@@ -146,7 +151,8 @@ impl Server {
     /// [`Server::start_auditor`] as a real `kt-auditor serve` process.
     pub fn process_auditor(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Server {
         let mut cmd = Command::new(AUDITOR);
-        cmd.arg("serve").args(auditor_args(data_dir, directory, key, extra));
+        cmd.arg("serve")
+            .args(auditor_args(data_dir, "127.0.0.1:0", directory, key, extra));
         Server::spawn(cmd, "kt-auditor serve")
     }
 
@@ -303,10 +309,10 @@ fn directory_args(data_dir: &Path, listen: &str, extra: &[&str]) -> Vec<String> 
 }
 
 /// `kt-auditor serve` arguments (what follows `serve`).
-fn auditor_args(data_dir: &Path, directory: &str, key: &str, extra: &[&str]) -> Vec<String> {
+fn auditor_args(data_dir: &Path, listen: &str, directory: &str, key: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--poll-interval",
         "1",
         "--max-backoff",
@@ -597,4 +603,55 @@ impl Backend {
 /// Owned `serve` arguments as the `&[&str]` that [`Server::start_on`] takes.
 pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// Headless Chromium (Debian's package) on the dashboard: the rendered DOM, and a
+/// screenshot written under the target directory.
+pub fn chromium(url: &str, shot: &Path) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let args = |extra: &str| {
+        vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+            "--window-size=1280,1400".to_owned(),
+            "--virtual-time-budget=5000".to_owned(),
+            extra.to_owned(),
+            url.to_owned(),
+        ]
+    };
+    let run = |extra: &str| {
+        Command::new("chromium")
+            .args(args(extra))
+            .output()
+            .expect("run chromium (scripts/setup.sh installs Debian's chromium)")
+    };
+    let dom = run("--dump-dom");
+    assert!(
+        dom.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = run(&shot_arg);
+    assert!(
+        out.status.success(),
+        "chromium screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    String::from_utf8(dom.stdout).expect("utf8 DOM")
+}
+
+pub fn shot_path(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir.join(name)
 }
