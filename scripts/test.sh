@@ -48,7 +48,7 @@ stage clippy cargo clippy --release --workspace --all-targets --locked -- -D war
 stage "docs: cargo doc, warnings denied" env RUSTDOCFLAGS="-Dwarnings -Arustdoc::private-intra-doc-links" \
     cargo doc --release --workspace --no-deps --locked --document-private-items
 stage "unit tests" tests cargo test --release --workspace --locked --lib --bins
-stage "client: head and co-signature vectors, tampered responses" tests cargo test --release --locked -p kt-client --test head_vectors --test cosign_vectors --test tampering
+stage "client: head and co-signature vectors, tampered responses, signed-note interop" tests cargo test --release --locked -p kt-client --test head_vectors --test cosign_vectors --test tampering --test signed_note_interop
 stage "fuzz corpus replay (no fuzzer)" tests cargo test --release --locked --manifest-path fuzz/Cargo.toml --no-default-features
 stage "storage conformance (RocksDB; MySQL on MariaDB)" tests cargo test --release --locked -p kt-directory --test storage_conformance
 stage "directory differential and recovery (RocksDB; MySQL on MariaDB)" tests cargo test --release --locked -p kt-directory --test directory_differential
