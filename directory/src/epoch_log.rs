@@ -53,6 +53,29 @@ struct LogState {
     cosignatures: Vec<NoteSignature>,
 }
 
+impl LogState {
+    /// The checkpoint note with the co-signatures collected for it.
+    fn cosigned_note(&self) -> String {
+        let mut note = self.note.clone();
+        note.signatures.extend(self.cosignatures.iter().cloned());
+        note.to_text()
+    }
+}
+
+/// What a store holds for log rows `rows` and checkpoint `note`.
+fn log_writes(rows: &[Node], note: &Note) -> Vec<Write> {
+    let mut writes: Vec<Write> = rows
+        .iter()
+        .map(|(h, i, hash)| Write::Put(Cf::Log, node_key(*h, *i), hash.to_vec()))
+        .collect();
+    writes.push(Write::Put(
+        Cf::Meta,
+        CHECKPOINT_KEY.to_vec(),
+        note.to_text().into_bytes(),
+    ));
+    writes
+}
+
 /// An epoch's log rows and checkpoint, computed before its commit and applied after.
 #[derive(Debug)]
 pub struct Prepared {
@@ -130,16 +153,7 @@ impl EpochLog {
             let note = signer
                 .sign_checkpoint(&origin, tree.size(), root)
                 .map_err(Inconsistency::Checkpoint)?;
-            let mut writes: Vec<Write> = rows
-                .iter()
-                .map(|(h, i, hash)| Write::Put(Cf::Log, node_key(*h, *i), hash.to_vec()))
-                .collect();
-            writes.push(Write::Put(
-                Cf::Meta,
-                CHECKPOINT_KEY.to_vec(),
-                note.to_text().into_bytes(),
-            ));
-            storage.write(writes).await?;
+            storage.write(log_writes(&rows, &note)).await?;
             tracing::info!(size = tree.size(), "wrote the epoch log of the existing epochs");
             note
         } else {
@@ -245,22 +259,13 @@ impl EpochLog {
             )));
         }
         let leaf = leaf_hash(&head.to_bytes()?);
-        let mut tree = state.tree.clone();
+        let rows = state.tree.completed_by(leaf);
+        let (size, root) = (state.tree.size() + 1, state.tree.root_after(&rows));
         drop(state);
-        let rows = tree.append(leaf);
-        let root = tree.root(tree.size()).map_err(|e| inconsistent(e.to_string()))?;
         let note = signer
-            .sign_checkpoint(&self.origin, tree.size(), root)
+            .sign_checkpoint(&self.origin, size, root)
             .map_err(Inconsistency::Checkpoint)?;
-        let mut writes: Vec<Write> = rows
-            .iter()
-            .map(|(h, i, hash)| Write::Put(Cf::Log, node_key(*h, *i), hash.to_vec()))
-            .collect();
-        writes.push(Write::Put(
-            Cf::Meta,
-            CHECKPOINT_KEY.to_vec(),
-            note.to_text().into_bytes(),
-        ));
+        let writes = log_writes(&rows, &note);
         Ok(Prepared { leaf, note, writes })
     }
 
@@ -328,10 +333,7 @@ impl EpochLog {
 
     /// The latest checkpoint with the co-signatures collected for it.
     pub fn checkpoint(&self) -> String {
-        let state = self.read();
-        let mut note = state.note.clone();
-        note.signatures.extend(state.cosignatures.iter().cloned());
-        note.to_text()
+        self.read().cosigned_note()
     }
 
     /// Replaces the co-signatures of size `size` (ignored if the log moved on).
@@ -353,9 +355,7 @@ impl EpochLog {
     pub fn inclusion(&self, index: u64) -> Option<(String, Vec<Hash>)> {
         let state = self.read();
         let proof = state.tree.inclusion_proof(index, state.tree.size()).ok()?;
-        let mut note = state.note.clone();
-        note.signatures.extend(state.cosignatures.iter().cloned());
-        Some((note.to_text(), proof))
+        Some((state.cosigned_note(), proof))
     }
 
     /// The consistency proof from `old` to `new` leaves.

@@ -208,6 +208,9 @@ impl Replica {
         }
         // The log first: a served epoch is always in it.
         self.log.follow(&self.storage, now.epoch).await?;
+        self.metrics
+            .log_size
+            .set(i64::try_from(self.log.size()).unwrap_or(i64::MAX));
         if now.epoch == served.epoch {
             self.update_blob_epoch(now.epoch).await?;
             if now.timestamp_ms <= served.timestamp_ms {

@@ -108,7 +108,6 @@ pub async fn run(
             continue;
         };
         let size = checkpoint.size;
-        metrics.log_size.set(i64::try_from(size).unwrap_or(i64::MAX));
         let now = Instant::now();
         let due: Vec<usize> = (0..witnesses.len())
             .filter(|&i| {

@@ -3,7 +3,7 @@
 //! freshness of the newest co-signature.
 
 use super::merkle::Hash;
-use super::note::{Note, NoteSignature};
+use super::note::Note;
 use super::note::{NoteError, TYPE_COSIGNATURE_V1, TYPE_ED25519, VerifierKey, valid_name};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -247,17 +247,6 @@ pub fn verify_checkpoint(
         }
     }
     Ok(verified)
-}
-
-/// Appends signature lines to a note (the directory adds collected co-signatures).
-pub fn with_signatures(note: &Note, extra: impl IntoIterator<Item = NoteSignature>) -> Note {
-    let mut out = note.clone();
-    for s in extra {
-        if !out.signatures.contains(&s) {
-            out.signatures.push(s);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

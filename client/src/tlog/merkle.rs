@@ -92,25 +92,44 @@ impl MemoryLog {
         self.levels.first().map_or(0, |l| l.len() as u64)
     }
 
-    /// Appends a leaf hash; returns every complete subtree it adds, the leaf first.
-    pub fn append(&mut self, leaf: Hash) -> Vec<Node> {
+    /// The complete subtrees that appending `leaf` would add, the leaf first, without
+    /// appending it (what a store persists before the append is applied).
+    pub fn completed_by(&self, leaf: Hash) -> Vec<Node> {
         let mut added = Vec::with_capacity(2);
         let mut hash = leaf;
-        let mut height = 0usize;
+        let mut height = 0u8;
+        let mut index = self.size();
         loop {
-            if self.levels.len() == height {
-                self.levels.push(Vec::new());
-            }
-            let level = &mut self.levels[height];
-            level.push(hash);
-            let index = level.len() as u64 - 1;
-            added.push((height as u8, index, hash));
+            added.push((height, index, hash));
             if index.is_multiple_of(2) {
                 return added;
             }
-            hash = node_hash(&level[level.len() - 2], &hash);
+            let Some(left) = self.node(height, index - 1) else {
+                unreachable!("a log holds the left sibling of its next node")
+            };
+            hash = node_hash(&left, &hash);
             height += 1;
+            index /= 2;
         }
+    }
+
+    /// The root the log would have after adding `added` ([`MemoryLog::completed_by`]
+    /// of its next leaf).
+    pub fn root_after(&self, added: &[Node]) -> Hash {
+        self.range_with(0, self.size() + 1, added)
+    }
+
+    /// Appends a leaf hash; returns every complete subtree it adds, the leaf first.
+    pub fn append(&mut self, leaf: Hash) -> Vec<Node> {
+        let added = self.completed_by(leaf);
+        for &(height, _, hash) in &added {
+            let height = usize::from(height);
+            if self.levels.len() == height {
+                self.levels.push(Vec::new());
+            }
+            self.levels[height].push(hash);
+        }
+        added
     }
 
     /// The stored complete subtree at `height`, `index`, if there is one.
@@ -135,15 +154,29 @@ impl MemoryLog {
     /// `MTH(D[start:end])` for a range whose `start` is aligned to a power of two at
     /// least `end - start` (every range a proof uses).
     fn range(&self, start: u64, end: u64) -> Hash {
+        self.range_with(start, end, &[])
+    }
+
+    /// [`MemoryLog::range`], with `extra` subtrees consulted besides the stored ones.
+    fn range_with(&self, start: u64, end: u64, extra: &[Node]) -> Hash {
         let n = end - start;
         if n.is_power_of_two() {
             let h = n.trailing_zeros() as u8;
-            if let Some(hash) = self.node(h, start >> h) {
+            let i = start >> h;
+            let found = extra
+                .iter()
+                .find(|(eh, ei, _)| (*eh, *ei) == (h, i))
+                .map(|(_, _, hash)| *hash)
+                .or_else(|| self.node(h, i));
+            if let Some(hash) = found {
                 return hash;
             }
         }
         let k = split(n);
-        node_hash(&self.range(start, start + k), &self.range(start + k, end))
+        node_hash(
+            &self.range_with(start, start + k, extra),
+            &self.range_with(start + k, end, extra),
+        )
     }
 
     /// The root of the first `size` leaves.
@@ -488,5 +521,14 @@ mod tests {
         assert!(log.root(5).is_err());
         assert!(log.inclusion_proof(4, 4).is_err());
         assert!(log.consistency_proof(3, 5).is_err());
+        // Previewing an append is the append, without it.
+        for n in 4..40u64 {
+            let leaf = leaf_hash(&n.to_be_bytes());
+            let added = log.completed_by(leaf);
+            let root = log.root_after(&added);
+            assert_eq!(log.size(), n);
+            assert_eq!(log.append(leaf), added);
+            assert_eq!(log.root(n + 1).expect("root"), root);
+        }
     }
 }

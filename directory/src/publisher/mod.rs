@@ -415,6 +415,10 @@ impl Publisher {
             .latest_epoch
             .set(i64::try_from(epoch).unwrap_or(i64::MAX));
         publisher.update_queue_metric();
+        publisher
+            .metrics
+            .log_size
+            .set(i64::try_from(publisher.log.size()).unwrap_or(i64::MAX));
         publisher.update_storage_metric().await;
         let shared = ServeState {
             views: views_rx,
@@ -680,6 +684,9 @@ impl Publisher {
         }
         nodes.freeze();
         self.log.apply(logged);
+        self.metrics
+            .log_size
+            .set(i64::try_from(self.log.size()).unwrap_or(i64::MAX));
         clock.mark("commit", self.owners(Some(&nodes)));
 
         self.prepare.committed(next, &resolved_per_label, &versions);
